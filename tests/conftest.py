@@ -1,0 +1,87 @@
+"""Session-wide real servers: the JSMS emulator over HTTP on loopback, and a real Redis."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from worker.embedded_redis import EmbeddedRedis, redis_answers
+from worker.emulator import AuditRules, Emulator, EmulatorAdmin, EmulatorConfig, EmulatorServer
+from worker.jsms import Credentials, JsmsClient, RetryPolicy, Timeouts
+from worker.settings import Settings
+
+FAST_RETRY = RetryPolicy(max_attempts=4, max_seconds=5.0, backoff_initial=0.01, backoff_max=0.05)
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Emulator:
+    """The emulator's state, shared by the session; tests isolate themselves by account."""
+    return Emulator(
+        EmulatorConfig(
+            rules=AuditRules(audit_delay=0.3, approval_rate=1.0, in_use_rate=0.0),
+            callback_time_scale=0.0005,
+            tick_seconds=0.01,
+        )
+    )
+
+
+@pytest.fixture(scope="session")
+def emulator_server(emulator: Emulator) -> Iterator[EmulatorServer]:
+    """One emulator served over real HTTP on 127.0.0.1 for the whole session."""
+    with EmulatorServer(emulator) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def admin(emulator_server: EmulatorServer) -> Iterator[EmulatorAdmin]:
+    """Client of the emulator's admin API."""
+    client = EmulatorAdmin(emulator_server.url)
+    yield client
+    client.close()
+
+
+def new_credentials() -> Credentials:
+    """A fresh, unique app key and secret."""
+    return Credentials(uuid.uuid4().hex[:24], "secret-" + uuid.uuid4().hex)
+
+
+@pytest.fixture
+def account(admin: EmulatorAdmin) -> Credentials:
+    """A fresh emulator account (slow audits, so a test decides when they resolve)."""
+    creds = new_credentials()
+    admin.add_account(creds.app_key, creds.master_secret, audit_delay=3600)
+    return creds
+
+
+@pytest.fixture
+def sleeps() -> list[float]:
+    """Every back-off the client asked to sleep, in order (the client does not really sleep)."""
+    return []
+
+
+@pytest.fixture
+def client(emulator_server: EmulatorServer, sleeps: list[float]) -> Iterator[JsmsClient]:
+    """A JSMS client on the emulator with fast retries and recorded, skipped sleeps."""
+    jsms = JsmsClient(
+        emulator_server.api_url,
+        retry=FAST_RETRY,
+        timeouts=Timeouts(connect=2.0, read=2.0),
+        sleep=sleeps.append,
+    )
+    yield jsms
+    jsms.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A Redis that answers: SIGNQ_REDIS_URL's, or a private redis-server for the session."""
+    url = Settings.from_env().redis_url
+    if redis_answers(url):
+        yield url
+        return
+    with EmbeddedRedis() as server:
+        os.environ["SIGNQ_REDIS_URL"] = server.url
+        yield server.url

@@ -1,0 +1,102 @@
+"""The signq command: the emulator serves the API; bad flags are clear errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import httpx
+
+from worker.emulator.server import free_port
+from worker.jsms import Credentials, JsmsClient, SignRequest, Status
+
+
+def signq(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run `python -m worker ARGS` and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "worker", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_emulator_command_serves_the_api(tmp_path: object) -> None:
+    """`signq emulator` with an accounts file serves create and query over HTTP."""
+    from pathlib import Path  # noqa: PLC0415
+
+    accounts = Path(str(tmp_path)) / "accounts.csv"
+    accounts.write_text("app_key,master_secret\nclikey00000000000000000,cli-secret\n")
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "worker",
+            "emulator",
+            "--port",
+            str(port),
+            "--accounts-file",
+            str(accounts),
+            "--audit-delay",
+            "0.1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/_emulator/health", timeout=0.5)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None, process.stderr.read() if process.stderr else ""
+                assert time.monotonic() < deadline, "emulator did not start"
+                time.sleep(0.1)
+        creds = Credentials("clikey00000000000000000", "cli-secret")
+        with JsmsClient(f"http://127.0.0.1:{port}/v1") as jsms:
+            sign_id = jsms.create(creds, SignRequest("命令行PASS"))
+            deadline = time.monotonic() + 10
+            while jsms.query(creds, sign_id).status is Status.PENDING:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert jsms.query(creds, sign_id).status is Status.APPROVED
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        if process.stderr:
+            process.stderr.close()
+
+
+def test_bad_account_flag_is_a_clear_error() -> None:
+    """A malformed --account is refused with exit 2, naming the flag, without echoing the secret."""
+    result = signq("emulator", "--account", "no-colon-here")
+    assert result.returncode == 2
+    assert "--account must be APP_KEY:SECRET" in result.stderr
+
+
+def test_missing_accounts_file_is_a_clear_error() -> None:
+    """A missing accounts file is named in the error."""
+    result = signq("emulator", "--accounts-file", "/nonexistent/accounts.csv")
+    assert result.returncode == 2
+    assert "/nonexistent/accounts.csv" in result.stderr
+
+
+def test_bad_setting_is_a_clear_error() -> None:
+    """An unusable environment variable stops the command with its name."""
+    import os  # noqa: PLC0415
+
+    result = subprocess.run(
+        [sys.executable, "-m", "worker", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "SIGNQ_READ_TIMEOUT": "never"},
+    )
+    assert result.returncode == 2
+    assert "SIGNQ_READ_TIMEOUT='never'" in result.stderr

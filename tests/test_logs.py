@@ -1,0 +1,65 @@
+"""Logging: one pipeline for structlog and the standard library, secrets never written."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from worker import logs
+
+
+@pytest.fixture
+def captured(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+    """Configure JSON logging into a buffer; restore logging afterwards."""
+    buffer = io.StringIO()
+    monkeypatch.setattr("sys.stderr", buffer)
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    logs.configure("INFO", "json")
+    yield buffer
+    root.handlers[:], root.level = saved
+    structlog.reset_defaults()
+
+
+def lines(buffer: io.StringIO) -> list[dict[str, object]]:
+    """The JSON log lines written so far."""
+    return [json.loads(line) for line in buffer.getvalue().splitlines() if line.strip()]
+
+
+def test_secret_keys_are_redacted_and_app_keys_masked(captured: io.StringIO) -> None:
+    """A secret under a secret-ish key is replaced; an app key shows only its ends."""
+    structlog.get_logger("t").info(
+        "account_added", master_secret="s3cr3t-value", app_key="7d431e42dfa6a6d693ac2d04"
+    )
+    (line,) = lines(captured)
+    assert line["master_secret"] == logs.REDACTED
+    assert line["app_key"] == "7d43…2d04"
+    assert "s3cr3t-value" not in captured.getvalue()
+
+
+def test_registered_secrets_are_scrubbed_everywhere(captured: io.StringIO) -> None:
+    """A registered secret is scrubbed from any field and from stdlib library messages."""
+    logs.register_secret("hunter2-master-secret")
+    structlog.get_logger("t").warning("oops", detail="auth with hunter2-master-secret failed")
+    logging.getLogger("dramatiq").error("library said hunter2-master-secret")
+    text = captured.getvalue()
+    assert "hunter2-master-secret" not in text
+    assert text.count(logs.REDACTED) == 2
+    events = [line["event"] for line in lines(captured)]
+    assert events == ["oops", "library said [redacted]"]
+
+
+def test_context_is_bound_and_cleared(captured: io.StringIO) -> None:
+    """Context variables appear on every line while bound, and not after."""
+    structlog.contextvars.bind_contextvars(job_id="j1", account="acme")
+    structlog.get_logger("t").info("inside")
+    structlog.contextvars.clear_contextvars()
+    structlog.get_logger("t").info("outside")
+    inside, outside = lines(captured)
+    assert (inside["job_id"], inside["account"]) == ("j1", "acme")
+    assert "job_id" not in outside

@@ -1,0 +1,57 @@
+"""Settings come from the environment, in one place, with errors that name the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker.settings import DEFAULT_API_URL, DEFAULT_REDIS_URL, Settings, SettingsError
+
+
+def test_defaults() -> None:
+    """An empty environment gives the documented defaults."""
+    settings = Settings.from_env({})
+    assert (settings.redis_url, settings.api_url, settings.prefix) == (
+        DEFAULT_REDIS_URL,
+        DEFAULT_API_URL,
+        "signq",
+    )
+
+
+def test_redis_url_falls_back_to_redis_url_and_signq_wins() -> None:
+    """REDIS_URL is used when SIGNQ_REDIS_URL is not set; SIGNQ_REDIS_URL wins when both are."""
+    assert Settings.from_env({"REDIS_URL": "redis://a:1/0"}).redis_url == "redis://a:1/0"
+    both = {"REDIS_URL": "redis://a:1/0", "SIGNQ_REDIS_URL": "redis://b:2/1"}
+    assert Settings.from_env(both).redis_url == "redis://b:2/1"
+
+
+def test_typed_values_are_parsed() -> None:
+    """Numbers are read as numbers."""
+    settings = Settings.from_env({"SIGNQ_READ_TIMEOUT": "2.5", "SIGNQ_CLIENT_MAX_ATTEMPTS": "7"})
+    assert (settings.read_timeout, settings.client_max_attempts) == (2.5, 7)
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"SIGNQ_READ_TIMEOUT": "soon"}, "SIGNQ_READ_TIMEOUT='soon' is not a valid float"),
+        ({"SIGNQ_CLIENT_MAX_ATTEMPTS": "0"}, "SIGNQ_CLIENT_MAX_ATTEMPTS must be greater than 0"),
+        ({"SIGNQ_API_URL": "ftp://x"}, "SIGNQ_API_URL must be an http(s) URL"),
+        ({"SIGNQ_PREFIX": "a b"}, "SIGNQ_PREFIX must be a non-empty word"),
+        ({"SIGNQ_LOG_FORMAT": "xml"}, "SIGNQ_LOG_FORMAT must be one of"),
+    ],
+)
+def test_bad_values_name_the_variable(env: dict[str, str], says: str) -> None:
+    """A value that cannot be used is refused with the variable's name."""
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(env)
+    assert says in str(caught.value)
+
+
+def test_settings_are_frozen_and_overridable() -> None:
+    """Settings cannot be mutated; with_overrides makes a checked copy."""
+    settings = Settings.from_env({})
+    with pytest.raises(AttributeError):
+        settings.prefix = "x"  # type: ignore[misc]
+    assert settings.with_overrides(prefix="other").prefix == "other"
+    with pytest.raises(SettingsError):
+        settings.with_overrides(read_timeout=-1)

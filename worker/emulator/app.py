@@ -1,0 +1,485 @@
+"""The emulator's HTTP face: the JSMS signature endpoints, audit callbacks and an admin API.
+
+API paths behave like the real service (``/v1/sign``, ``/v1/sign/{sign_id}``); everything for
+tests and operators lives under ``/_emulator/`` and is never reachable through the API paths.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hashlib
+import json
+import logging
+import re
+import secrets
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from worker.emulator.faults import FaultRule, Faults, FaultSpecError
+from worker.emulator.world import Account, ApiFault, AuditRules, Sig, SignFields, World
+from worker.jsms.callback import SMS_SIGN, callback_signature
+from worker.jsms.client import Credentials
+from worker.jsms.errors import ValidationError
+from worker.jsms.models import (
+    DEFAULT_MAX_IMAGE_BYTES,
+    MAX_IMAGES,
+    Status,
+    image_kind,
+    validate_remark,
+    validate_sign,
+    validate_type,
+)
+
+log = logging.getLogger("signq.emulator")
+API_ROOT = "/v1"
+_SIGN_PATH = re.compile(r"^/v1/sign/?$")
+_SIGN_ID_PATH = re.compile(r"^/v1/sign/([^/]+)/?$")
+# The API owner's schedule for a failed push: at most three retries, after 3 min, 1 h and 12 h.
+CALLBACK_RETRY_DELAYS = (180.0, 3600.0, 43200.0)
+_DROP_LOG = "ASGI callable returned without completing response."
+
+
+@dataclass(frozen=True)
+class EmulatorConfig:
+    """Start-up options of the emulator."""
+
+    rules: AuditRules = field(default_factory=AuditRules)
+    fault_seed: int = 0
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    callback_time_scale: float = 1 / 600
+    tick_seconds: float = 0.02
+    admin_token: str | None = None
+
+
+class Emulator:
+    """World state, faults and callback delivery behind one Starlette app."""
+
+    def __init__(self, config: EmulatorConfig | None = None) -> None:
+        self.config = config or EmulatorConfig()
+        self.world = World(self.config.rules)
+        self.faults = Faults(self.config.fault_seed)
+        self.callbacks: Counter[str] = Counter()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._http: httpx.AsyncClient | None = None
+        self.app = Starlette(
+            routes=[
+                Route("/_emulator/health", self._health),
+                Route("/_emulator/accounts", self._accounts, methods=["GET", "POST"]),
+                Route("/_emulator/stats", self._stats),
+                Route("/_emulator/faults", self._faults, methods=["GET", "POST"]),
+                Route("/_emulator/rules", self._rules, methods=["GET", "PUT"]),
+                Route(
+                    "/_emulator/signatures/{sign_id:int}",
+                    self._signature,
+                    methods=["GET", "POST"],
+                ),
+                Route("/{path:path}", self._api, methods=list(_METHODS)),
+            ],
+            lifespan=self._lifespan,
+        )
+        logging.getLogger("uvicorn.error").addFilter(_quiet_deliberate_drops)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+    def add_account(
+        self,
+        app_key: str,
+        master_secret: str,
+        *,
+        sms_enabled: bool = True,
+        callback_url: str | None = None,
+        audit_delay: float | None = None,
+    ) -> Account:
+        """Register an account (start-up flags and files use this; tests use the admin API)."""
+        return self.world.add_account(
+            Account(
+                app_key=app_key,
+                master_secret=master_secret,
+                sms_enabled=sms_enabled,
+                callback_url=callback_url,
+                audit_delay=audit_delay,
+            )
+        )
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(5.0))
+        clock = asyncio.create_task(self._audit_clock())
+        try:
+            yield
+        finally:
+            clock.cancel()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(clock, *self._tasks, return_exceptions=True)
+            await self._http.aclose()
+
+    async def _audit_clock(self) -> None:
+        while True:
+            self._advance()
+            await asyncio.sleep(self.config.tick_seconds)
+
+    def _advance(self) -> None:
+        for sig in self.world.advance():
+            self._announce(sig)
+
+    def _announce(self, sig: Sig) -> None:
+        account = self.world.accounts.get(sig.app_key)
+        if account is None or not account.callback_url or self._http is None:
+            return
+        data = {"signId": sig.sign_id, "status": int(sig.status), "refuseReason": sig.refuse_reason}
+        task = asyncio.create_task(self._deliver(account, data))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(self, account: Account, data: dict[str, Any]) -> None:
+        """POST one SMS_SIGN push, retried on the API owner's schedule (scaled)."""
+        assert self._http is not None  # noqa: S101 - set by the lifespan before any request
+        creds = Credentials(account.app_key, account.master_secret)
+        delays = (0.0, *CALLBACK_RETRY_DELAYS)
+        for attempt, delay in enumerate(delays):
+            await asyncio.sleep(delay * self.config.callback_time_scale)
+            nonce = str(secrets.randbelow(2**63))
+            timestamp = str(int(time.time() * 1000))
+            form = {
+                "nonce": nonce,
+                "timestamp": timestamp,
+                "type": SMS_SIGN,
+                "data": json.dumps(data, ensure_ascii=False),
+                "signature": callback_signature(creds, nonce, timestamp),
+            }
+            url = account.callback_url
+            if url is None:
+                return
+            try:
+                response = await self._http.post(url, data=form)
+                if response.status_code == 200:
+                    self.callbacks["delivered"] += 1
+                    return
+            except httpx.HTTPError as exc:
+                log.info("callback attempt %d to %s failed: %s", attempt + 1, url, exc)
+            self.callbacks["failed_attempts"] += 1
+        self.callbacks["abandoned"] += 1
+
+    async def _api(self, request: Request) -> Response:
+        app_key, secret = _basic_auth(request.headers.get("authorization"))
+        operation = "unknown"
+        outcome = "50000"
+        try:
+            operation, sign_id = _route(request.url.path, request.method)
+            self._advance()
+            decision = self.faults.decide(app_key, operation)
+            if decision.delay:
+                await asyncio.sleep(decision.delay)
+            fault = decision.fault
+            if fault is not None and not fault.after and fault.kind in ("error", "drop"):
+                outcome = f"fault_{fault.kind}"
+                return _fault_response(fault)
+            if fault is not None and fault.kind in ("rate_limit", "html"):
+                outcome = "http429" if fault.kind == "rate_limit" else "http502"
+                return _fault_response(fault)
+            account = self.world.authenticate(app_key, secret)
+            response = await self._operate(request, account, operation, sign_id)
+            if fault is not None and fault.kind == "slow":
+                await asyncio.sleep(fault.seconds)
+            elif fault is not None:
+                outcome = f"fault_{fault.kind}_after"
+                return _fault_response(fault)
+            return response
+        except ApiFault as fault:
+            outcome = str(fault.code)
+            return JSONResponse(fault.body(), status_code=fault.http_status)
+        finally:
+            self.world.requests[(app_key or "", operation, outcome)] += 1
+
+    async def _operate(
+        self, request: Request, account: Account, operation: str, sign_id: int | None
+    ) -> Response:
+        if operation == "create":
+            sig = self.world.create(account, await self._sign_fields(request))
+            return JSONResponse({"sign_id": sig.sign_id})
+        assert sign_id is not None  # noqa: S101 - _route gives every other operation an id
+        if operation == "modify":
+            fields = await self._sign_fields(request)
+            sig = self.world.modify(account, sign_id, fields)
+            return JSONResponse({"sign_id": sig.sign_id})
+        if operation == "query":
+            return JSONResponse(self.world.query(account, sign_id))
+        self.world.delete(account, sign_id)
+        return Response(b"", status_code=200, media_type="application/json")
+
+    async def _sign_fields(self, request: Request) -> SignFields:
+        """Parse and check a create/modify body the way the API does."""
+        body = await request.body()
+        if not body:
+            raise ApiFault(50003)
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise ApiFault(50017)
+        try:
+            async with request.form(max_files=MAX_IMAGES * 2, max_fields=16) as form:
+                sign = _text(form.get("sign"))
+                raw_type = _text(form.get("type"))
+                raw_remark = _text(form.get("remark"))
+                uploads = [form.get(f"image{i}") for i in range(MAX_IMAGES)]
+                uploads += form.getlist("images")
+                images = [await _read_upload(u) for u in uploads]
+        except MultiPartException as exc:
+            raise ApiFault(50007, f"invalid body: {exc.message}") from None
+        if sign is None:
+            raise ApiFault(50007, "invalid body: sign is required")
+        try:
+            validate_sign(sign)
+        except ValidationError as exc:
+            raise ApiFault(50104, f"invalid signature: {exc.message}") from None
+        try:
+            sign_type = validate_type(raw_type)
+            remark = validate_remark(raw_remark)
+        except ValidationError as exc:
+            raise ApiFault(50007, f"invalid body: {exc.message}") from None
+        present = [data for data in images if data]
+        if len(present) > MAX_IMAGES:
+            raise ApiFault(50101, f"invalid image: at most {MAX_IMAGES} images")
+        for data in present:
+            if image_kind(data) is None or len(data) > self.config.max_image_bytes:
+                raise ApiFault(50101)
+        hashes = tuple(hashlib.sha256(data).hexdigest() for data in present)
+        return SignFields(sign=sign, type=sign_type, remark=remark, image_hashes=hashes)
+
+    def _authorized(self, request: Request) -> bool:
+        token = self.config.admin_token
+        return token is None or secrets.compare_digest(
+            request.headers.get("x-emulator-token", ""), token
+        )
+
+    async def _health(self, request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    async def _accounts(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return _admin_error(403, "admin token required")
+        if request.method == "GET":
+            return JSONResponse({"accounts": sorted(self.world.accounts)})
+        payload = await _json_body(request)
+        specs = payload if isinstance(payload, list) else [payload]
+        added = []
+        for spec in specs:
+            if (
+                not isinstance(spec, dict)
+                or not spec.get("app_key")
+                or not spec.get("master_secret")
+            ):
+                return _admin_error(400, "each account needs app_key and master_secret")
+            callback_url = spec.get("callback_url")
+            if callback_url and spec.get("verify_callback", True):
+                problem = await self._verify_callback_url(str(callback_url))
+                if problem:
+                    return _admin_error(400, problem)
+            account = self.add_account(
+                str(spec["app_key"]),
+                str(spec["master_secret"]),
+                sms_enabled=bool(spec.get("sms_enabled", True)),
+                callback_url=str(callback_url) if callback_url else None,
+                audit_delay=None if spec.get("audit_delay") is None else float(spec["audit_delay"]),
+            )
+            added.append(account.app_key)
+        return JSONResponse({"added": added})
+
+    async def _verify_callback_url(self, url: str) -> str | None:
+        """The API owner's check: GET with an 8-character echostr that must come back as is."""
+        assert self._http is not None  # noqa: S101 - set by the lifespan
+        echostr = secrets.token_hex(4)
+        try:
+            response = await self._http.get(url, params={"echostr": echostr})
+        except httpx.HTTPError as exc:
+            return f"callback URL unreachable: {exc}"
+        if response.status_code != 200 or response.text != echostr:
+            return f"callback URL did not echo echostr (HTTP {response.status_code})"
+        return None
+
+    async def _stats(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return _admin_error(403, "admin token required")
+        stats = self.world.stats(request.query_params.get("app_key"))
+        stats["callbacks"] = dict(self.callbacks)
+        return JSONResponse(stats)
+
+    async def _faults(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return _admin_error(403, "admin token required")
+        if request.method == "GET":
+            plans = {k: [r.to_dict() for r in v] for k, v in self.faults.plans.items()}
+            return JSONResponse({"plans": plans})
+        payload = await _json_body(request)
+        if not isinstance(payload, dict) or not isinstance(payload.get("rules", []), list):
+            return _admin_error(400, "body must be {'app_key': ..., 'rules': [...]}")
+        try:
+            rules = [FaultRule.from_dict(spec) for spec in payload.get("rules", [])]
+        except FaultSpecError as exc:
+            return _admin_error(400, str(exc))
+        self.faults.set_plan(str(payload.get("app_key", "*")), rules)
+        return JSONResponse({"rules": [r.to_dict() for r in rules]})
+
+    async def _rules(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return _admin_error(403, "admin token required")
+        if request.method == "PUT":
+            payload = await _json_body(request)
+            try:
+                self.world.rules = replace(self.world.rules, **payload)
+            except TypeError as exc:
+                return _admin_error(400, f"unknown rule: {exc}")
+        rules = self.world.rules
+        return JSONResponse(
+            {
+                "audit_delay": rules.audit_delay,
+                "approval_rate": rules.approval_rate,
+                "in_use_rate": rules.in_use_rate,
+                "seed": rules.seed,
+                "default_signatures": rules.default_signatures,
+            }
+        )
+
+    async def _signature(self, request: Request) -> Response:
+        """Admin view of a signature; POST forces its audit result or use status."""
+        if not self._authorized(request):
+            return _admin_error(403, "admin token required")
+        sig = self.world.signatures.get(int(request.path_params["sign_id"]))
+        if sig is None:
+            return _admin_error(404, "no such signature")
+        if request.method == "POST":
+            payload = await _json_body(request)
+            status = Status(int(payload.get("status", sig.status)))
+            use_status = payload.get("use_status")
+            self.world.resolve(
+                sig,
+                status,
+                use_status=None if use_status is None else int(use_status),
+                reason=payload.get("reason"),
+            )
+            if "status" in payload and status is not Status.PENDING:
+                self._announce(sig)
+        account = self.world.accounts[sig.app_key]
+        return JSONResponse(
+            {
+                "sign_id": sig.sign_id,
+                "app_key": sig.app_key,
+                "sign": sig.sign,
+                "type": sig.type,
+                "remark": sig.remark,
+                "images": len(sig.image_hashes),
+                "status": int(sig.status),
+                "use_status": sig.use_status,
+                "is_default": account.default_sign_id == sig.sign_id,
+                "refuse_reason": sig.refuse_reason,
+            }
+        )
+
+
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+
+
+def _route(path: str, method: str) -> tuple[str, int | None]:
+    """Operation and sign id for an API path, or the API's 50016/50018/50102."""
+    if _SIGN_PATH.match(path):
+        if method != "POST":
+            raise ApiFault(50018)
+        return "create", None
+    match = _SIGN_ID_PATH.match(path)
+    if not match:
+        raise ApiFault(50016)
+    operation = {"POST": "modify", "GET": "query", "DELETE": "delete"}.get(method)
+    if operation is None:
+        raise ApiFault(50018)
+    raw = match.group(1)
+    if not raw.isdigit() or int(raw) <= 0:
+        raise ApiFault(50102)
+    return operation, int(raw)
+
+
+def _basic_auth(header: str | None) -> tuple[str | None, str | None]:
+    if not header or not header.lower().startswith("basic "):
+        return None, None
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return "", None
+    app_key, sep, secret = decoded.partition(":")
+    return app_key, secret if sep else None
+
+
+def _text(value: str | UploadFile | None) -> str | None:
+    if value is None or isinstance(value, UploadFile):
+        return None
+    return value or None
+
+
+async def _read_upload(value: str | UploadFile | None) -> bytes:
+    if isinstance(value, UploadFile):
+        return await value.read()
+    return b""
+
+
+async def _json_body(request: Request) -> Any:
+    try:
+        return await request.json()
+    except ValueError:
+        return {}
+
+
+def _admin_error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _fault_response(fault: FaultRule) -> Response:
+    if fault.kind == "drop":
+        return _DroppedResponse()
+    if fault.kind == "rate_limit":
+        return JSONResponse(
+            {"error": {"code": 50019, "message": "too many requests"}},
+            status_code=429,
+            headers={"Retry-After": str(round(fault.seconds))},
+        )
+    if fault.kind == "html":
+        return Response(
+            "<html><body><h1>502 Bad Gateway</h1></body></html>",
+            status_code=502,
+            media_type="text/html",
+        )
+    return JSONResponse({"error": {"code": 50019, "message": "server error"}}, status_code=500)
+
+
+class _DroppedResponse(Response):
+    """Starts a response, sends part of it, then abandons the connection."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"64")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b'{"sign', "more_body": True})
+
+
+def _quiet_deliberate_drops(record: logging.LogRecord) -> bool:
+    return record.getMessage() != _DROP_LOG

@@ -1,0 +1,102 @@
+"""structlog setup: JSON lines off a terminal, console on one, secrets redacted by a processor.
+
+Redaction does not rely on remembering: any key that names a secret is replaced, app keys are
+masked, and every secret value registered with ``register_secret`` is scrubbed from every string
+in the event (library messages included), wherever it appears.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+from worker.jsms.client import mask
+
+REDACTED = "[redacted]"
+_SECRET_KEYS = frozenset(
+    {"master_secret", "secret", "password", "authorization", "secret_key", "token", "api_secret"}
+)
+_APP_KEY_KEYS = frozenset({"app_key", "appkey", "appKey"})
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+
+
+def register_secret(value: str) -> None:
+    """Scrub this value from every log line from now on (master secrets, encryption keys)."""
+    if len(value) >= 4:
+        with _secrets_lock:
+            _secrets.add(value)
+
+
+def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: hide secrets by key name and by value, mask app keys."""
+    known = tuple(_secrets)
+    for key, value in list(event.items()):
+        if key.lower() in _SECRET_KEYS:
+            event[key] = REDACTED
+        elif key in _APP_KEY_KEYS and isinstance(value, str):
+            event[key] = mask(value)
+        elif isinstance(value, str) and known:
+            event[key] = _scrub(value, known)
+    return event
+
+
+def _scrub(text: str, known: tuple[str, ...]) -> str:
+    for secret in known:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def configure(level: str = "INFO", fmt: str = "auto") -> None:
+    """Route structlog and stdlib logging (dramatiq, httpx, uvicorn) through one pipeline."""
+    use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.stdlib.ExtraAdder(),
+        redact,
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer(ensure_ascii=False)
+        if use_json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            *shared,
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info if use_json else _keep,
+            redact,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # httpx logs every request at INFO; its failures reach us as exceptions instead.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
+    logging.getLogger("httpcore").setLevel(max(logging.WARNING, root.level))
+
+
+def _keep(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    return event
