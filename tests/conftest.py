@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+import redis
 
 from worker.embedded_redis import EmbeddedRedis, redis_answers
 from worker.emulator import AuditRules, Emulator, EmulatorAdmin, EmulatorConfig, EmulatorServer
@@ -75,13 +76,45 @@ def client(emulator_server: EmulatorServer, sleeps: list[float]) -> Iterator[Jsm
     jsms.close()
 
 
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """A Redis that answers: SIGNQ_REDIS_URL's, or a private redis-server for the session."""
+_private_redis: list[EmbeddedRedis] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Before any test module is imported: a Redis that answers, and a prefix for this run.
+
+    The Redis is SIGNQ_REDIS_URL's (scripts/test makes sure one answers), or a private
+    redis-server when pytest runs alone. Every key this run writes is under the prefix.
+    """
     url = Settings.from_env().redis_url
-    if redis_answers(url):
-        yield url
-        return
-    with EmbeddedRedis() as server:
-        os.environ["SIGNQ_REDIS_URL"] = server.url
-        yield server.url
+    if not redis_answers(url):
+        server = EmbeddedRedis().start()
+        _private_redis.append(server)
+        url = server.url
+    os.environ["SIGNQ_REDIS_URL"] = url
+    os.environ["SIGNQ_PREFIX"] = f"signqtest-{uuid.uuid4().hex[:8]}"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove this run's keys; stop a private Redis."""
+    settings = Settings.from_env()
+    if redis_answers(settings.redis_url):
+        delete_prefix(settings.redis_url, settings.prefix)
+    for server in _private_redis:
+        server.stop()
+
+
+def delete_prefix(url: str, prefix: str) -> None:
+    """Delete every key under a prefix (the tests' own, never anything else)."""
+    client = redis.Redis.from_url(url)
+    try:
+        batch = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        for start in range(0, len(batch), 1000):
+            client.delete(*batch[start : start + 1000])
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The Redis of this test run."""
+    return Settings.from_env().redis_url

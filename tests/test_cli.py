@@ -100,3 +100,85 @@ def test_bad_setting_is_a_clear_error() -> None:
     )
     assert result.returncode == 2
     assert "SIGNQ_READ_TIMEOUT='never'" in result.stderr
+
+
+def test_submit_and_jobs_commands(tmp_path: object, redis_url: str) -> None:
+    """`signq submit create` prints a job id; `jobs show --json` reads it back; `jobs cancel`
+    settles it; bad input exits 2 naming the field; nothing secret is printed."""
+    import json  # noqa: PLC0415
+    import os  # noqa: PLC0415
+    import uuid  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from tests.conftest import delete_prefix  # noqa: PLC0415
+    from tests.helpers import PNG  # noqa: PLC0415
+
+    prefix = f"signqcli-{uuid.uuid4().hex[:6]}"
+    env = {**os.environ, "SIGNQ_PREFIX": prefix, "SIGNQ_REDIS_URL": redis_url}
+
+    def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "worker", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+
+    image = Path(str(tmp_path)) / "license.png"
+    image.write_bytes(PNG)
+    try:
+        assert (
+            run("accounts", "add", "acme", "--app-key", "k" * 24, stdin="s3cr3t\n").returncode == 0
+        )
+        created = run(
+            "submit",
+            "create",
+            "--account",
+            "acme",
+            "--sign",
+            "极光推送",
+            "--image",
+            str(image),
+            "--type",
+            "1",
+            "--json",
+        )
+        assert created.returncode == 0, created.stderr
+        job_id = json.loads(created.stdout)["job_id"]
+        shown = json.loads(run("jobs", "show", job_id, "--json").stdout)
+        assert (shown["state"], shown["sign"], shown["images"], shown["type"]) == (
+            "queued",
+            "极光推送",
+            ["license"],
+            1,
+        )
+        again = run(
+            "submit",
+            "create",
+            "--account",
+            "acme",
+            "--sign",
+            "极光推送",
+            "--image",
+            str(image),
+            "--type",
+            "1",
+        )
+        assert again.stdout.split()[0] == job_id
+        assert "already submitted" in again.stdout
+        listed = run("jobs", "list", "--account", "acme")
+        assert job_id in listed.stdout
+        assert run("jobs", "cancel", job_id).returncode == 0
+        assert json.loads(run("jobs", "show", job_id, "--json").stdout)["state"] == "cancelled"
+        bad = run("submit", "create", "--account", "acme", "--sign", "【坏】")
+        assert bad.returncode == 2
+        assert "sign: may hold only" in bad.stderr
+        missing = run("submit", "query", "--account", "nobody", "--sign-id", "1")
+        assert missing.returncode == 2
+        assert "no account named 'nobody'" in missing.stderr
+        assert "s3cr3t" not in "".join([created.stdout, created.stderr, listed.stdout])
+    finally:
+        delete_prefix(redis_url, prefix)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from worker import __version__
+from worker import commands as commands_
 from worker.settings import Settings, SettingsError
 
 Handler = Callable[[argparse.Namespace, Settings], int]
@@ -31,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         logs.configure(settings.log_level, settings.log_format)
         return handler(args, settings)
-    except (SettingsError, UsageError) as exc:
+    except (SettingsError, UsageError, commands_.CommandError) as exc:
         print(f"signq: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -77,10 +80,93 @@ def build_parser() -> argparse.ArgumentParser:
     )
     emulator.set_defaults(handler=_emulator)
 
+    _accounts_parser(commands)
+    _submit_parser(commands)
+    _jobs_parser(commands)
+    work = commands.add_parser("worker", help="run Dramatiq workers on signq's actors")
+    work.add_argument("--processes", type=int, default=os.cpu_count() or 1)
+    work.add_argument("--threads", type=int, default=8)
+    work.add_argument("--queues", nargs="*", help="only these queues (default: all)")
+    work.set_defaults(handler=commands_.worker)
+
     demo = commands.add_parser("demo", help="run the main job end to end on embedded defaults")
     demo.add_argument("--audit-delay", type=float, default=0.5)
     demo.set_defaults(handler=_demo)
     return parser
+
+
+def _accounts_parser(commands: Any) -> None:
+    accounts = commands.add_parser("accounts", help="the tenant registry").add_subparsers(
+        title="accounts commands", metavar="ACTION", required=True
+    )
+    add = accounts.add_parser("add", help="register an account (secret from stdin or a file)")
+    add.add_argument("name")
+    add.add_argument("--app-key", required=True)
+    add.add_argument("--master-secret-file", help="read the secret from this file, not stdin")
+    add.add_argument("--replace", action="store_true", help="update an existing account")
+    add.set_defaults(handler=commands_.accounts_add)
+    imp = accounts.add_parser("import", help="register accounts from a CSV file")
+    imp.add_argument("file", help="CSV with columns account, app_key, master_secret")
+    imp.add_argument("--replace", action="store_true")
+    imp.set_defaults(handler=commands_.accounts_import)
+    lst = accounts.add_parser("list", help="list accounts (never their secrets)")
+    lst.add_argument("--json", action="store_true")
+    lst.set_defaults(handler=commands_.accounts_list)
+    for name, handler, text in (
+        ("remove", commands_.accounts_remove, "forget an account without outstanding jobs"),
+        ("pause", commands_.accounts_pause, "hold an account's jobs"),
+        ("resume", commands_.accounts_resume, "run an account's held jobs again"),
+    ):
+        sub = accounts.add_parser(name, help=text)
+        sub.add_argument("name")
+        if name == "pause":
+            sub.add_argument("--reason", default="paused by operator")
+        sub.set_defaults(handler=handler)
+
+
+def _submit_parser(commands: Any) -> None:
+    submit = commands.add_parser("submit", help="enqueue a signature job").add_subparsers(
+        title="operations", metavar="OP", required=True, dest="op"
+    )
+    for op in ("create", "modify", "delete", "query"):
+        sub = submit.add_parser(op, help=f"enqueue a {op}")
+        sub.add_argument("--account", required=True)
+        if op != "create":
+            sub.add_argument("--sign-id", required=True)
+        if op in ("create", "modify"):
+            sub.add_argument("--sign", required=True)
+            sub.add_argument("--image", action="append", metavar="PATH", help="up to 4")
+            sub.add_argument("--type", type=int)
+            sub.add_argument("--remark")
+        sub.add_argument("--key", help="idempotency key: the same key never enqueues twice")
+        sub.add_argument("--json", action="store_true", help="print a JSON line")
+        sub.set_defaults(handler=commands_.submit)
+
+
+def _jobs_parser(commands: Any) -> None:
+    jobs = commands.add_parser("jobs", help="inspect and settle jobs").add_subparsers(
+        title="jobs commands", metavar="ACTION", required=True
+    )
+    show = jobs.add_parser("show", help="one job's record")
+    show.add_argument("job_id")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(handler=commands_.jobs_show)
+    lst = jobs.add_parser("list", help="jobs by state or account, newest first")
+    lst.add_argument("--state")
+    lst.add_argument("--account")
+    lst.add_argument("--limit", type=int, default=100)
+    lst.add_argument("--json", action="store_true")
+    lst.set_defaults(handler=commands_.jobs_list)
+    for action, text in (
+        ("cancel", "cancel a queued or parked job"),
+        ("abandon", "give up a pending or unconfirmed audit; the gate moves on"),
+        ("confirm", "settle an unconfirmed create with the sign id found at the API"),
+    ):
+        sub = jobs.add_parser(action, help=text)
+        sub.add_argument("job_id")
+        if action == "confirm":
+            sub.add_argument("--sign-id", required=True)
+        sub.set_defaults(handler=commands_.jobs_action, action=action)
 
 
 def _emulator(args: argparse.Namespace, settings: Settings) -> int:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 DEFAULT_API_URL = "https://api.sms.jpush.cn/v1"
@@ -34,6 +36,36 @@ class Settings:
     # Logging.
     log_level: str = "INFO"
     log_format: str = "auto"
+    # Accounts: a Fernet key encrypts master secrets at rest when set.
+    secret_key: str | None = field(default=None, repr=False)
+    # The broker and workers.
+    queue: str = "signq"
+    heartbeat_timeout: float = 15.0
+    maintenance_chance: int = 100_000
+    lease_seconds: float = 30.0
+    # Jobs.
+    job_retention_days: float = 30.0
+    image_ttl_days: float = 60.0
+    max_parked_per_account: int = 0
+    retry_budget_seconds: float = 3600.0
+    retry_backoff_min: float = 5.0
+    retry_backoff_max: float = 300.0
+    uncertain_retry_window: float = 300.0
+    unconfirmed_hold_hours: float = 72.0
+    probe_backoff_initial: float = 30.0
+    probe_backoff_max: float = 900.0
+    outbox_grace_seconds: float = 30.0
+    # Rate limits toward the API, in requests per second (0: unlimited).
+    rate_limit: float = 0.0
+    rate_burst: int = 10
+    account_rate_limit: float = 0.0
+    account_rate_burst: int = 2
+    # Tracking: the first poll of a new audit, doubling with jitter up to the cap.
+    poll_initial_seconds: float = 5.0
+    poll_max_seconds: float = 300.0
+    poll_resolved_seconds: float = 21_600.0
+    # Events.
+    events_maxlen: int = 1_000_000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -43,14 +75,14 @@ class Settings:
         redis_url = env.get("SIGNQ_REDIS_URL") or env.get("REDIS_URL")
         if redis_url:
             values["redis_url"] = redis_url
-        for field in fields(cls):
-            if field.name == "redis_url":
+        for spec in fields(cls):
+            if spec.name == "redis_url":
                 continue
-            name = f"SIGNQ_{field.name.upper()}"
+            name = f"SIGNQ_{spec.name.upper()}"
             raw = env.get(name)
             if raw is None or raw == "":
                 continue
-            values[field.name] = _parse(name, raw, field.type)
+            values[spec.name] = _parse(name, raw, spec.type)
         settings = cls(**values)
         settings.check()
         return settings
@@ -64,12 +96,41 @@ class Settings:
             "client_max_attempts",
             "client_backoff_initial",
             "client_backoff_max",
+            "heartbeat_timeout",
+            "lease_seconds",
+            "job_retention_days",
+            "image_ttl_days",
+            "retry_backoff_min",
+            "retry_backoff_max",
+            "probe_backoff_initial",
+            "probe_backoff_max",
+            "outbox_grace_seconds",
+            "rate_burst",
+            "account_rate_burst",
+            "events_maxlen",
+            "poll_initial_seconds",
+            "poll_max_seconds",
+            "poll_resolved_seconds",
         )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"SIGNQ_{name.upper()} must be greater than 0")
-        if self.client_max_retry_seconds < 0:
-            raise SettingsError("SIGNQ_CLIENT_MAX_RETRY_SECONDS must not be negative")
+        not_negative = (
+            "client_max_retry_seconds",
+            "max_parked_per_account",
+            "retry_budget_seconds",
+            "uncertain_retry_window",
+            "unconfirmed_hold_hours",
+            "rate_limit",
+            "account_rate_limit",
+        )
+        for name in not_negative:
+            if getattr(self, name) < 0:
+                raise SettingsError(f"SIGNQ_{name.upper()} must not be negative")
+        if not 0 < self.maintenance_chance <= 1_000_000:
+            raise SettingsError("SIGNQ_MAINTENANCE_CHANCE must be from 1 to 1000000")
+        if self.secret_key is not None:
+            _check_fernet_key(self.secret_key)
         if not self.api_url.startswith(("http://", "https://")):
             raise SettingsError(f"SIGNQ_API_URL must be an http(s) URL, got {self.api_url!r}")
         if not self.prefix or any(c.isspace() for c in self.prefix):
@@ -79,11 +140,23 @@ class Settings:
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some fields changed (tests, the demo, command-line flags)."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values = {spec.name: getattr(self, spec.name) for spec in fields(self)}
         values.update(changes)
         settings = type(self)(**values)
         settings.check()
         return settings
+
+
+def _check_fernet_key(key: str) -> None:
+    try:
+        raw = base64.urlsafe_b64decode(key.encode())
+    except (ValueError, binascii.Error):
+        raw = b""
+    if len(raw) != 32:
+        raise SettingsError(
+            "SIGNQ_SECRET_KEY must be a Fernet key: 32 bytes, url-safe base64 "
+            "(make one with `signq accounts new-key`)"
+        )
 
 
 def _parse(name: str, raw: str, kind: Any) -> Any:

@@ -80,6 +80,7 @@ class Emulator:
             routes=[
                 Route("/_emulator/health", self._health),
                 Route("/_emulator/accounts", self._accounts, methods=["GET", "POST"]),
+                Route("/_emulator/accounts/{app_key}/signatures", self._account_signatures),
                 Route("/_emulator/stats", self._stats),
                 Route("/_emulator/faults", self._faults, methods=["GET", "POST"]),
                 Route("/_emulator/rules", self._rules, methods=["GET", "PUT"]),
@@ -299,6 +300,12 @@ class Emulator:
             )
             added.append(account.app_key)
         return JSONResponse({"added": added})
+
+    async def _account_signatures(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return _admin_error(403, "admin token required")
+        ids = self.world.by_account.get(request.path_params["app_key"], set())
+        return JSONResponse({"sign_ids": sorted(ids)})
 
     async def _verify_callback_url(self, url: str) -> str | None:
         """The API owner's check: GET with an 8-character echostr that must come back as is."""

@@ -117,6 +117,11 @@ class EmulatorAdmin:
         params = {"app_key": app_key} if app_key else {}
         return self._ok(self._http.get("/stats", params=params))
 
+    def signatures(self, app_key: str) -> list[int]:
+        """The sign ids an account holds at the emulator."""
+        ids: list[int] = self._ok(self._http.get(f"/accounts/{app_key}/signatures"))["sign_ids"]
+        return ids
+
     def signature(self, sign_id: int) -> dict[str, Any]:
         """The emulator's full record of a signature."""
         return self._ok(self._http.get(f"/signatures/{sign_id}"))

@@ -109,6 +109,7 @@ class World:
         self.clock = clock
         self.accounts: dict[str, Account] = {}
         self.signatures: dict[int, Sig] = {}
+        self.by_account: dict[str, set[int]] = {}
         self._next_id = FIRST_SIGN_ID
         self._due: list[tuple[float, int, int]] = []
         self._live_content: Counter[tuple[str, tuple[object, ...]]] = Counter()
@@ -153,6 +154,7 @@ class World:
             self.duplicate_creates[account.app_key] += 1
         self._live_content[key] += 1
         self.signatures[sign_id] = sig
+        self.by_account.setdefault(account.app_key, set()).add(sign_id)
         self._submit(account, sig)
         return sig
 
@@ -194,6 +196,7 @@ class World:
             account.pending_sign_id = None
         self._forget_content(sig)
         del self.signatures[sign_id]
+        self.by_account[account.app_key].discard(sign_id)
 
     def advance(self, now: float | None = None) -> list[Sig]:
         """Resolve every audit that is due; returns the signatures that changed."""
@@ -293,5 +296,7 @@ class World:
             "audit_pending_answers": sum(c.get("50103", 0) for c in by_op.values()),
             "duplicate_creates": duplicates,
             "accounts": len(self.accounts),
-            "signatures": len(self.signatures),
+            "signatures": len(self.signatures)
+            if app_key is None
+            else len(self.by_account.get(app_key, ())),
         }

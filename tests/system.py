@@ -1,0 +1,178 @@
+"""An isolated signq system for one test: its own key prefix, broker, runtime and workers."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import dramatiq
+
+from tests.conftest import FAST_RETRY, delete_prefix, new_credentials
+from worker import actors
+from worker.broker import build_broker
+from worker.emulator import EmulatorAdmin, EmulatorServer
+from worker.jsms import Credentials, JsmsClient, Timeouts
+from worker.runtime import Runtime
+from worker.settings import Settings
+
+FAST = {
+    "lease_seconds": 2.0,
+    "outbox_grace_seconds": 0.5,
+    "retry_backoff_min": 0.05,
+    "retry_backoff_max": 0.2,
+    "poll_initial_seconds": 0.2,
+    "probe_backoff_initial": 0.2,
+    "probe_backoff_max": 1.0,
+    "heartbeat_timeout": 3.0,
+}
+
+
+@dataclass
+class System:
+    """A runtime on its own prefix, wired to the session's emulator."""
+
+    runtime: Runtime
+    admin: EmulatorAdmin
+    sent: list[str] = field(default_factory=list)
+
+    @property
+    def settings(self) -> Settings:
+        """This system's settings."""
+        return self.runtime.settings
+
+    def tenant(self, name: str | None = None, *, audit_delay: float = 3600, **options: Any) -> str:
+        """A new account registered both at the emulator and in signq; returns its name."""
+        creds = new_credentials()
+        self.admin.add_account(
+            creds.app_key, creds.master_secret, audit_delay=audit_delay, **options
+        )
+        name = name or "t" + uuid.uuid4().hex[:10]
+        self.runtime.accounts.add(name, creds.app_key, creds.master_secret)
+        return name
+
+    def credentials(self, account: str) -> Credentials:
+        """The account's credentials as signq stores them."""
+        data = self.runtime.store.redis.hgetall(self.runtime.store.keys.account(account))
+        return self.runtime.accounts.credentials(account, data["app_key"], data["secret"])
+
+    def app_key(self, account: str) -> str:
+        """The account's app key at the emulator."""
+        return str(
+            self.runtime.store.redis.hget(self.runtime.store.keys.account(account), "app_key")
+        )
+
+    def state(self, job_id: str) -> str:
+        """A job's state."""
+        return str(self.runtime.store.redis.hget(self.runtime.store.keys.job(job_id), "state"))
+
+    def events(self, account: str | None = None) -> list[dict[str, Any]]:
+        """Every event published so far, oldest first, optionally for one account."""
+        import json  # noqa: PLC0415
+
+        entries = self.runtime.store.redis.xrange(self.runtime.store.keys.events())
+        found = [json.loads(fields["event"]) for _, fields in entries]
+        return [e for e in found if account is None or e["account"] == account]
+
+    def drain(self, limit: int = 200) -> list[str]:
+        """Run every job sent so far, and those their runs send, in order; returns outcomes."""
+        outcomes = []
+        for _ in range(limit):
+            if not self.sent:
+                return outcomes
+            outcomes.append(self.runtime.pipeline.run(self.sent.pop(0)))
+        raise AssertionError(f"still {len(self.sent)} job(s) to run after {limit}")
+
+
+def build_system(emulator_server: EmulatorServer, admin: EmulatorAdmin, **overrides: Any) -> System:
+    """A system whose enqueue records job ids instead of sending messages (drive with drain)."""
+    settings = isolated_settings(emulator_server, **overrides)
+    client = JsmsClient.from_settings(
+        settings, retry=FAST_RETRY, timeouts=Timeouts(connect=2.0, read=2.0), sleep=lambda _s: None
+    )
+    runtime = Runtime.build(settings, client=client)
+    system = System(runtime, admin)
+
+    def record(job_ids: Sequence[str]) -> None:
+        system.sent.extend(job_ids)
+        runtime.store.redis.zrem(runtime.store.keys.outbox(), *job_ids)
+
+    runtime.enqueue = record  # type: ignore[assignment]
+    runtime.jobs.enqueue = record
+    runtime.pipeline.enqueue = record
+    runtime.reaper.enqueue = record
+    return system
+
+
+def isolated_settings(emulator_server: EmulatorServer, **overrides: Any) -> Settings:
+    """Settings on a fresh prefix, pointed at the emulator, with short waits."""
+    prefix = f"{Settings.from_env().prefix}-{uuid.uuid4().hex[:6]}"
+    return Settings.from_env().with_overrides(
+        prefix=prefix, api_url=emulator_server.api_url, **{**FAST, **overrides}
+    )
+
+
+@contextmanager
+def dramatiq_system(
+    emulator_server: EmulatorServer, admin: EmulatorAdmin, *, threads: int = 8, **overrides: Any
+) -> Iterator[System]:
+    """A system with a real broker on Redis and an in-process Dramatiq worker pool."""
+    settings = isolated_settings(emulator_server, **overrides)
+    broker = build_broker(settings)
+    actors.declare(broker, settings.queue)
+    client = JsmsClient.from_settings(
+        settings, retry=FAST_RETRY, timeouts=Timeouts(connect=2.0, read=2.0)
+    )
+    runtime = Runtime.build(settings, broker=broker, client=client)
+    actors.set_runtime(runtime)
+    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
+    worker.start()
+    try:
+        yield System(runtime, admin)
+    finally:
+        worker.stop()
+        broker.close()
+        actors.set_runtime(None)
+        runtime.close()
+        delete_prefix(settings.redis_url, settings.prefix)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+    """Poll until the predicate holds (bounded in time)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+class Resolver:
+    """Stands in for the tracker in pipeline tests: resolved audits at the emulator release
+    their gates through ``Pipeline.audit_resolved``."""
+
+    def __init__(self, system: System) -> None:
+        self.system = system
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> Resolver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        from worker.jsms.models import Status  # noqa: PLC0415
+
+        rt = self.system.runtime
+        while not self._stop.wait(0.02):
+            for record in rt.jobs.find(state="pending_audit", limit=1000):
+                seen = self.system.admin.signature(record.sign_id or 0)
+                if seen["status"] != 0:
+                    rt.pipeline.audit_resolved(record.id, Status(seen["status"]))

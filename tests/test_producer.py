@@ -1,0 +1,158 @@
+"""Producing jobs: validation at the edge, images by hash, idempotency, id-only messages."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import delete_prefix
+from tests.helpers import PNG, png
+from tests.system import System, build_system, isolated_settings
+from worker.broker import Enqueuer, build_broker
+from worker.emulator import EmulatorAdmin, EmulatorServer
+from worker.jobs import JobError, JobSpec
+from worker.jsms import Image, ValidationError
+from worker.runtime import Runtime
+
+
+@pytest.fixture
+def system(emulator_server: EmulatorServer, admin: EmulatorAdmin) -> Iterator[System]:
+    """A system on its own prefix whose messages are recorded, not sent."""
+    sys_ = build_system(emulator_server, admin)
+    yield sys_
+    sys_.runtime.close()
+    delete_prefix(sys_.settings.redis_url, sys_.settings.prefix)
+
+
+def stored_jobs(system: System) -> int:
+    """How many job records exist."""
+    return len(list(system.runtime.store.redis.scan_iter(match=f"{system.settings.prefix}:job:*")))
+
+
+@pytest.mark.parametrize(
+    ("call", "says"),
+    [
+        (lambda j, a: j.create(a, "【坏】"), "sign: may hold only"),
+        (lambda j, a: j.create(a, "好的", type=9), "type: must be from 1 to 7"),
+        (lambda j, a: j.create(a, "好的", images=[Image(b"nope", "x.png")]), "not a PNG or JPEG"),
+        (lambda j, a: j.modify(a, 0, "好的"), "sign_id: must be a positive"),
+        (lambda j, a: j.delete(a, "abc"), "sign_id: must be a positive"),
+        (lambda j, a: j.create(a, "好的", key="has space"), "key: must be"),
+        (lambda j, a: j.create("nobody", "好的"), "no account named 'nobody'"),
+    ],
+)
+def test_bad_input_is_refused_and_nothing_is_enqueued(
+    system: System, call: object, says: str
+) -> None:
+    """A bad field or unknown account is a clear error; no record, no message."""
+    account = system.tenant()
+    with pytest.raises((ValidationError, JobError)) as caught:
+        call(system.runtime.jobs, account)  # type: ignore[operator]
+    assert says in str(caught.value)
+    assert stored_jobs(system) == 0
+    assert system.sent == []
+
+
+def test_same_key_gives_the_same_job(system: System) -> None:
+    """An idempotency key maps to one job id; a repeat enqueues nothing."""
+    account = system.tenant()
+    first = system.runtime.jobs.create(account, "幂等", key="tenant-42-sign")
+    again = system.runtime.jobs.create(account, "幂等", key="tenant-42-sign")
+    assert again.job_id == first.job_id
+    assert (first.duplicate, again.duplicate) == (False, True)
+    assert system.sent == [first.job_id]
+    assert stored_jobs(system) == 1
+
+
+def test_identical_create_while_outstanding_returns_the_earlier_job(system: System) -> None:
+    """Without a key, the same create (content and images) returns the job in flight."""
+    account = system.tenant()
+    first = system.runtime.jobs.create(account, "同内容", images=[png()], remark="r")
+    again = system.runtime.jobs.create(account, "同内容", images=[png()], remark="r")
+    other = system.runtime.jobs.create(account, "同内容", images=[png()], remark="different")
+    assert again.job_id == first.job_id
+    assert other.job_id != first.job_id
+
+
+def test_identical_create_after_the_first_finished_is_a_new_job(system: System) -> None:
+    """Content dedupe only holds while the earlier job is not terminal."""
+    account = system.tenant()
+    first = system.runtime.jobs.create(account, "再来一次")
+    system.runtime.jobs.cancel(first.job_id)
+    assert system.runtime.jobs.create(account, "再来一次").job_id != first.job_id
+
+
+def test_images_are_stored_once_by_content_hash(system: System) -> None:
+    """Two jobs with the same image share one stored copy, with a TTL."""
+    account, other = system.tenant(), system.tenant()
+    system.runtime.jobs.create(account, "图一", images=[png("a")])
+    system.runtime.jobs.create(other, "图二", images=[png("b")])
+    keys = list(system.runtime.store.redis.scan_iter(match=f"{system.settings.prefix}:image:*"))
+    assert len(keys) == 1
+    assert system.runtime.store.raw.get(keys[0]) == PNG
+    assert system.runtime.store.redis.ttl(keys[0]) > 86_400 * 30
+
+
+def test_record_holds_the_request_and_no_secret(system: System) -> None:
+    """The job record has the fields, state and timestamps, and never the secret."""
+    account = system.tenant()
+    secret = system.credentials(account).master_secret
+    job = system.runtime.jobs.create(
+        account, "记录", type=2, remark="营业执照", images=[png("lic")]
+    )
+    record = system.runtime.jobs.require(job.job_id)
+    assert (record.op, record.state, record.sign, record.type, record.remark) == (
+        "create",
+        "queued",
+        "记录",
+        2,
+        "营业执照",
+    )
+    assert [name for _, name in record.images] == ["lic"]
+    assert record.created_at > 0
+    assert secret not in json.dumps(record.raw)
+
+
+def test_submit_many_keeps_going_past_bad_rows(system: System) -> None:
+    """A bad spec gets its error; the good ones are accepted in the same pipelined call."""
+    account = system.tenant()
+    results = system.runtime.jobs.submit_many(
+        [
+            JobSpec("create", account, request=_req("好一")),
+            JobSpec("create", account, request=_req("【坏】")),
+            JobSpec("query", account, sign_id=10_001),
+        ]
+    )
+    assert [type(r).__name__ for r in results] == ["Submitted", "ValidationError", "Submitted"]
+
+
+def _req(sign: str) -> object:
+    from worker.jsms import SignRequest  # noqa: PLC0415
+
+    return SignRequest(sign)
+
+
+def test_the_message_carries_only_the_job_id(
+    emulator_server: EmulatorServer, admin: EmulatorAdmin
+) -> None:
+    """The Dramatiq message in Redis holds the job id as its only argument, and no secret."""
+    settings = isolated_settings(emulator_server)
+    broker = build_broker(settings)
+    runtime = Runtime.build(settings, broker=broker)
+    try:
+        runtime.accounts.add("acme", "7d431e42dfa6a6d693ac2d04", "the-master-secret-1")
+        job = runtime.jobs.create("acme", "消息")
+        assert isinstance(runtime.enqueue, Enqueuer)
+        namespace = runtime.store.keys.dramatiq_namespace()
+        messages = runtime.store.redis.hvals(f"{namespace}:{settings.queue}.msgs")
+        (message,) = [json.loads(m) for m in messages]
+        assert message["args"] == [job.job_id]
+        assert message["kwargs"] == {}
+        assert "the-master-secret-1" not in json.dumps(message)
+        assert runtime.store.redis.zcard(runtime.store.keys.outbox()) == 0
+    finally:
+        broker.close()
+        runtime.close()
+        delete_prefix(settings.redis_url, settings.prefix)

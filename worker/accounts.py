@@ -1,0 +1,209 @@
+"""The tenant registry: each account's app key and master secret, and its status.
+
+Secrets are stored in Redis, encrypted with Fernet when ``SIGNQ_SECRET_KEY`` is set, and leave
+this module only as ``Credentials`` for the client. They are never part of a message, a job
+record, an event or a log line (the log redaction also scrubs every secret read here).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken
+
+from worker import events, logs
+from worker.jsms.client import Credentials, mask
+from worker.store import Store, fields, texts
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_ENCRYPTED = "fernet:"
+_PLAIN = "plain:"
+
+
+class AccountError(ValueError):
+    """An account operation that cannot be done; the message says why."""
+
+
+@dataclass(frozen=True)
+class Account:
+    """What may be shown about an account: never its secret."""
+
+    name: str
+    app_key: str
+    status: str
+    blocked: bool
+    paused_reason: str | None
+    encrypted: bool
+
+    @property
+    def masked_key(self) -> str:
+        """The app key as listings show it."""
+        return mask(self.app_key)
+
+
+class SecretBox:
+    """Seals master secrets for storage: Fernet when a key is configured, else marked plain."""
+
+    def __init__(self, key: str | None) -> None:
+        self._fernet = Fernet(key.encode()) if key else None
+
+    def seal(self, secret: str) -> str:
+        """The stored form of a secret."""
+        if self._fernet is None:
+            return _PLAIN + secret
+        return _ENCRYPTED + self._fernet.encrypt(secret.encode()).decode()
+
+    def open(self, account: str, stored: str) -> str:
+        """The secret back; a clear error when it cannot be read with this configuration."""
+        if stored.startswith(_PLAIN):
+            return stored[len(_PLAIN) :]
+        if not stored.startswith(_ENCRYPTED):
+            raise AccountError(f"account {account}: stored secret has an unknown format")
+        if self._fernet is None:
+            raise AccountError(
+                f"account {account}: its secret is encrypted; set SIGNQ_SECRET_KEY to read it"
+            )
+        try:
+            return self._fernet.decrypt(stored[len(_ENCRYPTED) :].encode()).decode()
+        except InvalidToken:
+            raise AccountError(
+                f"account {account}: SIGNQ_SECRET_KEY does not decrypt its secret"
+            ) from None
+
+
+class Accounts:
+    """Register, list, pause and resume accounts."""
+
+    def __init__(self, store: Store, box: SecretBox) -> None:
+        self.store = store
+        self.keys = store.keys
+        self.box = box
+        self._opened: dict[tuple[str, str], Credentials] = {}
+
+    def add(self, name: str, app_key: str, master_secret: str, *, replace: bool = False) -> None:
+        """Register an account (or, with ``replace``, update its credentials)."""
+        _check(name, app_key, master_secret)
+        key = self.keys.account(name)
+        if not replace and self.store.redis.exists(key):
+            raise AccountError(f"account {name} exists; use --replace to change its credentials")
+        self.store.redis.hset(
+            key,
+            mapping={"app_key": app_key, "secret": self.box.seal(master_secret)},
+        )
+        self.store.redis.hsetnx(key, "status", "active")
+        self.store.redis.sadd(self.keys.accounts(), name)
+
+    def import_csv(self, path: Path, *, replace: bool = False) -> int:
+        """Add every row of a CSV (account, app_key, master_secret); all rows are checked first."""
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except OSError as exc:
+            raise AccountError(f"{path}: {exc.strerror}") from None
+        reader = csv.DictReader(text.splitlines())
+        missing = {"account", "app_key", "master_secret"} - set(reader.fieldnames or [])
+        if missing:
+            raise AccountError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+        rows, problems = [], []
+        for line, row in enumerate(reader, start=2):
+            try:
+                _check(row["account"] or "", row["app_key"] or "", row["master_secret"] or "")
+                rows.append(row)
+            except AccountError as exc:
+                problems.append(f"{path}:{line}: {exc}")
+        names = [row["account"] for row in rows]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            problems.append(f"{path}: account(s) listed twice: {', '.join(duplicates)}")
+        if problems:
+            raise AccountError("\n".join(problems))
+        for row in rows:
+            self.add(row["account"], row["app_key"], row["master_secret"], replace=replace)
+        return len(rows)
+
+    def get(self, name: str) -> Account | None:
+        """The account, or None."""
+        data = fields(self.store.redis.hgetall(self.keys.account(name)))
+        return _account(name, data) if data else None
+
+    def require(self, name: str) -> Account:
+        """The account, or an error naming it."""
+        account = self.get(name)
+        if account is None:
+            raise AccountError(f"no account named {name!r}; add it with `signq accounts add`")
+        return account
+
+    def all(self) -> list[Account]:
+        """Every account, by name."""
+        names = sorted(texts(self.store.redis.smembers(self.keys.accounts())))
+        pipe = self.store.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.hgetall(self.keys.account(name))
+        return [_account(n, fields(d)) for n, d in zip(names, pipe.execute(), strict=True) if d]
+
+    def credentials(self, name: str, app_key: str, stored_secret: str) -> Credentials:
+        """Credentials from what the start script read, decrypted once per distinct secret."""
+        cached = self._opened.get((app_key, stored_secret))
+        if cached is None:
+            secret = self.box.open(name, stored_secret)
+            logs.register_secret(secret)
+            cached = Credentials(app_key, secret)
+            self._opened[(app_key, stored_secret)] = cached
+        return cached
+
+    def remove(self, name: str) -> None:
+        """Forget an account; refused while it has outstanding jobs."""
+        self.require(name)
+        redis = self.store.redis
+        holder = redis.get(self.keys.gate(name))
+        parked = redis.llen(self.keys.parked(name))
+        waiting = redis.scard(self.keys.waiting(name))
+        if holder or parked or waiting:
+            raise AccountError(
+                f"account {name} has outstanding jobs (gate held: {'yes' if holder else 'no'}, "
+                f"parked: {parked}, waiting: {waiting}); cancel them first"
+            )
+        redis.delete(self.keys.account(name))
+        redis.srem(self.keys.accounts(), name)
+
+    def pause(self, name: str, reason: str = "paused by operator") -> bool:
+        """Stop running the account's jobs (they wait, none fails); False if already paused."""
+        self.require(name)
+        body = events.make("account.paused", name, reason=reason)
+        status, _ = self.store.run("account", name, "pause", body, reason)
+        return str(status) == "paused"
+
+    def resume(self, name: str) -> list[str]:
+        """Run the account's jobs again; returns the job ids re-queued (to be enqueued)."""
+        self.require(name)
+        body = events.make("account.resumed", name)
+        status, queued = self.store.run("account", name, "resume", body, "")
+        if str(status) != "resumed":
+            raise AccountError(f"account {name} is not paused")
+        return list(json.loads(queued) or [])
+
+
+def _check(name: str, app_key: str, master_secret: str) -> None:
+    if not _NAME.fullmatch(name):
+        raise AccountError(
+            f"account name {name!r} must be 1-64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    if not app_key.strip() or any(c.isspace() for c in app_key):
+        raise AccountError(f"account {name}: app_key must be a non-empty word")
+    if not master_secret.strip():
+        raise AccountError(f"account {name}: master_secret is empty")
+
+
+def _account(name: str, data: dict[str, str]) -> Account:
+    return Account(
+        name=name,
+        app_key=data.get("app_key", ""),
+        status=data.get("status", "active"),
+        blocked=data.get("blocked") == "1",
+        paused_reason=data.get("paused_reason"),
+        encrypted=data.get("secret", "").startswith(_ENCRYPTED),
+    )

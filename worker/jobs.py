@@ -1,0 +1,479 @@
+"""Jobs: the records, the producer API and the operator's actions on them.
+
+A producer call validates everything first (the client's content rules, the account, the sign
+id, the key), stores images once by content hash, and then accepts the job in one atomic script
+that also applies idempotency and, for submissions, takes the account's gate or parks the job in
+the account's FIFO. Only a job that holds its gate (or needs none) gets a Dramatiq message; the
+message carries the job id and nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from worker import events
+from worker.accounts import Accounts
+from worker.jsms.errors import ValidationError
+from worker.jsms.models import Image, SignRequest, validate_request, validate_sign_id
+from worker.store import Change, Store, fields, now_ms, text, texts
+
+OPERATIONS = ("create", "modify", "delete", "query")
+GATED = frozenset({"create", "modify"})
+STATES = (
+    "queued",
+    "parked",
+    "submitting",
+    "pending_audit",
+    "approved",
+    "rejected",
+    "deleted",
+    "failed",
+    "unconfirmed",
+    "cancelled",
+)
+TERMINAL = frozenset({"approved", "rejected", "deleted", "failed", "cancelled"})
+MAX_KEY_CHARS = 200
+Enqueue = Callable[[Sequence[str]], None]
+
+
+class JobError(ValueError):
+    """A job operation that cannot be done; the message says why."""
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What a producer asks for."""
+
+    op: str
+    account: str
+    request: SignRequest | None = None
+    sign_id: int | None = None
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """The answer to a submission: the job id, its state, and whether it already existed."""
+
+    job_id: str
+    state: str
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A job as stored (never holding a secret)."""
+
+    id: str
+    op: str
+    account: str
+    state: str
+    sign: str | None
+    type: int | None
+    remark: str | None
+    images: tuple[tuple[str, str], ...]
+    sign_id: int | None
+    key: str | None
+    attempts: int
+    uncertain: bool
+    waiting_for: str | None
+    error: dict[str, Any] | None
+    result: dict[str, Any] | None
+    created_at: int
+    updated_at: int
+    finished_at: int | None
+    raw: dict[str, str]
+
+    @property
+    def gated(self) -> bool:
+        """True for submissions, which hold the account's audit gate."""
+        return self.op in GATED
+
+    @property
+    def terminal(self) -> bool:
+        """True once nothing more will happen to the job."""
+        return self.state in TERMINAL or self.finished_at is not None
+
+    def ms(self, name: str) -> int | None:
+        """A millisecond timestamp field, if set."""
+        value = self.raw.get(name)
+        return int(float(value)) if value else None
+
+    @classmethod
+    def from_hash(cls, data: dict[str, str]) -> JobRecord:
+        """Parse a job hash."""
+        return cls(
+            id=data["id"],
+            op=data["op"],
+            account=data["account"],
+            state=data["state"],
+            sign=data.get("sign") or None,
+            type=int(data["type"]) if data.get("type") else None,
+            remark=data.get("remark") or None,
+            images=tuple(tuple(pair) for pair in json.loads(data.get("images") or "[]")),
+            sign_id=int(data["sign_id"]) if data.get("sign_id") else None,
+            key=data.get("key") or None,
+            attempts=int(data.get("attempts") or 0),
+            uncertain=data.get("uncertain") == "1",
+            waiting_for=data.get("waiting_for") or None,
+            error=json.loads(data["error"]) if data.get("error") else None,
+            result=json.loads(data["result"]) if data.get("result") else None,
+            created_at=int(float(data.get("created_at") or 0)),
+            updated_at=int(float(data.get("updated_at") or 0)),
+            finished_at=int(float(data["finished_at"])) if data.get("finished_at") else None,
+            raw=data,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as `signq jobs show --json` prints it."""
+        return {
+            "id": self.id,
+            "op": self.op,
+            "account": self.account,
+            "state": self.state,
+            "waiting_for": self.waiting_for,
+            "sign": self.sign,
+            "type": self.type,
+            "remark": self.remark,
+            "images": [name for _, name in self.images],
+            "sign_id": self.sign_id,
+            "key": self.key,
+            "attempts": self.attempts,
+            "uncertain": self.uncertain,
+            "error": self.error,
+            "result": self.result,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "finished_at": self.finished_at,
+        }
+
+
+class Jobs:
+    """The producer API and job administration."""
+
+    def __init__(self, store: Store, accounts: Accounts, enqueue: Enqueue) -> None:
+        self.store = store
+        self.keys = store.keys
+        self.settings = store.settings
+        self.accounts = accounts
+        self.enqueue = enqueue
+
+    def create(
+        self,
+        account: str,
+        sign: str,
+        *,
+        images: Iterable[Image] = (),
+        type: int | None = None,
+        remark: str | None = None,
+        key: str | None = None,
+    ) -> Submitted:
+        """Enqueue a new signature for audit."""
+        request = SignRequest(sign, tuple(images), type, remark)
+        return self.submit(JobSpec("create", account, request=request, key=key))
+
+    def modify(
+        self,
+        account: str,
+        sign_id: int,
+        sign: str,
+        *,
+        images: Iterable[Image] = (),
+        type: int | None = None,
+        remark: str | None = None,
+        key: str | None = None,
+    ) -> Submitted:
+        """Enqueue a resubmission of a rejected signature."""
+        request = SignRequest(sign, tuple(images), type, remark)
+        return self.submit(JobSpec("modify", account, request=request, sign_id=sign_id, key=key))
+
+    def delete(self, account: str, sign_id: int, *, key: str | None = None) -> Submitted:
+        """Enqueue a delete."""
+        return self.submit(JobSpec("delete", account, sign_id=sign_id, key=key))
+
+    def query(self, account: str, sign_id: int, *, key: str | None = None) -> Submitted:
+        """Enqueue a query; its answer lands in the job's result."""
+        return self.submit(JobSpec("query", account, sign_id=sign_id, key=key))
+
+    def submit(self, spec: JobSpec) -> Submitted:
+        """Validate, store and accept one job, and send its message if it may run now."""
+        (submitted,) = self.submit_many([spec])
+        if isinstance(submitted, Exception):
+            raise submitted
+        return submitted
+
+    def submit_many(self, specs: Sequence[JobSpec]) -> list[Submitted | Exception]:
+        """Accept many jobs with pipelined writes; each answer is a Submitted or its error.
+
+        Every spec is validated before anything is written; a bad one gets its error and the
+        others go ahead.
+        """
+        prepared: list[tuple[JobSpec, dict[str, Any]] | Exception] = []
+        images: dict[str, bytes] = {}
+        known = self._existing_accounts({spec.account for spec in specs})
+        for spec in specs:
+            try:
+                payload = self._prepare(spec, known)
+            except (ValidationError, JobError) as exc:
+                prepared.append(exc)
+                continue
+            prepared.append((spec, payload))
+            if spec.request is not None:
+                for image in spec.request.images:
+                    images[image.sha256] = image.data
+        if images:
+            ttl = int(self.settings.image_ttl_days * 86_400_000)
+            pipe = self.store.raw.pipeline(transaction=False)
+            for sha, data in images.items():
+                pipe.set(self.keys.image(sha), data, px=ttl)
+            pipe.execute()
+        pipe = self.store.redis.pipeline(transaction=False)
+        for item in prepared:
+            if not isinstance(item, Exception):
+                self.store.run("submit", json.dumps(item[1], ensure_ascii=False), pipe=pipe)
+        replies = iter(pipe.execute())
+        results: list[Submitted | Exception] = []
+        to_send: list[str] = []
+        for item in prepared:
+            if isinstance(item, Exception):
+                results.append(item)
+                continue
+            spec, payload = item
+            outcome, value = next(replies)
+            results.append(self._answer(spec, payload, str(outcome), str(value), to_send))
+        if to_send:
+            self.enqueue(to_send)
+        return results
+
+    def _answer(
+        self,
+        spec: JobSpec,
+        payload: dict[str, Any],
+        outcome: str,
+        value: str,
+        to_send: list[str],
+    ) -> Submitted | Exception:
+        if outcome == "no_account":
+            return JobError(f"account: no account named {spec.account!r}")
+        if outcome == "full":
+            return JobError(
+                f"account {spec.account} has {value} parked jobs, the limit "
+                f"(SIGNQ_MAX_PARKED_PER_ACCOUNT={self.settings.max_parked_per_account}); "
+                "try again once some have gone through"
+            )
+        if outcome == "duplicate":
+            state = text(self.store.redis.hget(self.keys.job(value), "state")) or "unknown"
+            return Submitted(value, state, duplicate=True)
+        if outcome == "queued":
+            to_send.append(payload["id"])
+        return Submitted(payload["id"], outcome, duplicate=False)
+
+    def _existing_accounts(self, names: set[str]) -> set[str]:
+        ordered = sorted(names)
+        pipe = self.store.redis.pipeline(transaction=False)
+        for name in ordered:
+            pipe.exists(self.keys.account(name))
+        return {name for name, found in zip(ordered, pipe.execute(), strict=True) if found}
+
+    def _prepare(self, spec: JobSpec, known: set[str]) -> dict[str, Any]:
+        """Check a spec and build the submit script's argument."""
+        if spec.op not in OPERATIONS:
+            raise JobError(f"op must be one of {', '.join(OPERATIONS)}, got {spec.op!r}")
+        if spec.account not in known:
+            raise JobError(
+                f"account: no account named {spec.account!r}; add it with `signq accounts add`"
+            )
+        key = _check_key(spec.key)
+        fields: dict[str, Any] = {"op": spec.op, "account": spec.account}
+        content = ""
+        if spec.op in GATED:
+            if spec.request is None:
+                raise ValidationError("sign", "is required")
+            request = validate_request(spec.request, self.settings.max_image_bytes)
+            fields["sign"] = request.sign
+            if request.type is not None:
+                fields["type"] = request.type
+            if request.remark is not None:
+                fields["remark"] = request.remark
+            fields["images"] = json.dumps(
+                [[image.sha256, image.filename] for image in request.images]
+            )
+            fields["gate"] = "1"
+            if spec.op == "create" and not key:
+                content = _content_key(request)
+        if spec.op != "create":
+            fields["sign_id"] = validate_sign_id(spec.sign_id)
+        job_id = uuid.uuid4().hex
+        fields["id"] = job_id
+        if key:
+            fields["key"] = key
+        if content:
+            fields["content"] = content
+        common = {"job_id": job_id, "op": spec.op, "sign": fields.get("sign")}
+        return {
+            "id": job_id,
+            "account": spec.account,
+            "gate": spec.op in GATED,
+            "cap": self.settings.max_parked_per_account,
+            "key": key,
+            "content": content,
+            "fields": fields,
+            "accepted": events.make(
+                "job.accepted", spec.account, sign_id=fields.get("sign_id"), **common
+            ),
+            "parked": events.make("job.parked", spec.account, reason="gate", **common),
+        }
+
+    def image(self, sha256: str) -> bytes | None:
+        """A stored audit image."""
+        data = self.store.raw.get(self.keys.image(sha256))
+        return data if isinstance(data, bytes) else None
+
+    def get(self, job_id: str) -> JobRecord | None:
+        """A job record, or None."""
+        data = fields(self.store.redis.hgetall(self.keys.job(job_id)))
+        return JobRecord.from_hash(data) if data else None
+
+    def require(self, job_id: str) -> JobRecord:
+        """A job record, or an error naming the id."""
+        record = self.get(job_id)
+        if record is None:
+            raise JobError(f"no job {job_id!r} (unknown, or expired after its retention)")
+        return record
+
+    def find(
+        self, *, state: str | None = None, account: str | None = None, limit: int = 100
+    ) -> list[JobRecord]:
+        """Newest jobs first, by state or account (expired ids are pruned as they are met)."""
+        if state is not None and state not in STATES:
+            raise JobError(f"state must be one of {', '.join(STATES)}, got {state!r}")
+        index = (
+            self.keys.jobs_by_account(account)
+            if account
+            else self.keys.jobs_by_state(state or "queued")
+        )
+        redis = self.store.redis
+        ids = texts(redis.zrevrange(index, 0, max(0, limit * 4)))
+        pipe = redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hgetall(self.keys.job(job_id))
+        records, gone = [], []
+        for job_id, data in zip(ids, pipe.execute(), strict=True):
+            if not data:
+                gone.append(job_id)
+                continue
+            record = JobRecord.from_hash(fields(data))
+            if state is None or record.state == state:
+                records.append(record)
+        if gone:
+            redis.zrem(index, *gone)
+        return records[:limit]
+
+    def cancel(self, job_id: str) -> None:
+        """Cancel a job that has not been submitted yet (queued or parked)."""
+        self._settle(job_id, ["queued", "parked"], "cancelled", "cancelled by operator")
+
+    def abandon(self, job_id: str) -> None:
+        """Give up on a job's audit (pending or unconfirmed): the account's gate moves on."""
+        self._settle(
+            job_id,
+            ["queued", "parked", "pending_audit", "unconfirmed"],
+            "cancelled",
+            "abandoned by operator; the account's gate was released",
+        )
+
+    def confirm(self, job_id: str, sign_id: int) -> None:
+        """Settle an unconfirmed create: the operator found its signature at the API."""
+        record = self.require(job_id)
+        sign_id = validate_sign_id(sign_id)
+        if record.state != "unconfirmed":
+            raise JobError(f"job {job_id} is {record.state}, not unconfirmed")
+        change = submitted_change(record, sign_id, self.settings.poll_initial_seconds)
+        change.from_ = ["unconfirmed"]
+        change.settled = True
+        change.set["confirmed_by"] = "operator"
+        if not self.store.apply(change).applied:
+            raise JobError(f"job {job_id} changed meanwhile; look again")
+
+    def _settle(self, job_id: str, allowed: list[str], to: str, why: str) -> None:
+        record = self.require(job_id)
+        if record.state not in allowed:
+            raise JobError(
+                f"job {job_id} is {record.state}; only a job that is "
+                f"{' or '.join(allowed)} can be {to}"
+            )
+        change = Change(
+            id=job_id,
+            from_=allowed,
+            to=to,
+            set={"error": json.dumps({"code": None, "message": why}), "waiting_for": ""},
+            unpark=True,
+            release=record.gated,
+            terminal=retention_ms(self.settings.job_retention_days),
+        )
+        applied = self.store.apply(change)
+        if not applied.applied:
+            raise JobError(f"job {job_id} changed meanwhile (now {applied.previous}); look again")
+        if applied.next_job:
+            self.enqueue([applied.next_job])
+
+
+def submitted_change(record: JobRecord, sign_id: int, first_poll_seconds: float) -> Change:
+    """The change that records a submission the API accepted: pending audit, tracked, event."""
+    now = now_ms()
+    return Change(
+        id=record.id,
+        from_=["submitting"],
+        to="pending_audit",
+        set={"sign_id": sign_id, "uncertain": "", "error": "", "waiting_for": ""},
+        lease_clear=True,
+        unblock=events.make("account.resumed", record.account, reason="external audit cleared"),
+        track={
+            "sign_id": sign_id,
+            "due_at": now + int(first_poll_seconds * 1000),
+            "fields": {
+                "account": record.account,
+                "sign_id": sign_id,
+                "sign": record.sign or "",
+                "status": 0,
+                "use_status": 0,
+                "job_id": record.id,
+                "since": now,
+                "status_at": now,
+            },
+        },
+        events=[
+            events.make(
+                "signature.submitted",
+                record.account,
+                job_id=record.id,
+                op=record.op,
+                sign_id=sign_id,
+                sign=record.sign,
+                status=0,
+            )
+        ],
+    )
+
+
+def retention_ms(days: float) -> int:
+    """A retention in days, in milliseconds."""
+    return int(days * 86_400_000)
+
+
+def _check_key(key: str | None) -> str:
+    if key is None or key == "":
+        return ""
+    if len(key) > MAX_KEY_CHARS or any(c.isspace() for c in key):
+        raise ValidationError("key", f"must be 1-{MAX_KEY_CHARS} characters without spaces")
+    return key
+
+
+def _content_key(request: SignRequest) -> str:
+    parts = [request.sign, request.type, request.remark, [i.sha256 for i in request.images]]
+    return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()[:32]

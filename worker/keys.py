@@ -1,0 +1,158 @@
+"""Every Redis key name signq uses, built in one place for Python and for the Lua scripts.
+
+All keys start with the configured prefix. signq needs a standalone Redis (or a cluster with the
+prefix as a hash tag, e.g. ``{signq}``, so every key lands in one slot): its scripts touch keys
+of one account and of the job they hand the gate to in one atomic step.
+"""
+
+from __future__ import annotations
+
+import re
+
+_TEMPLATES: dict[str, str] = {
+    "accounts": "accounts",
+    "account": "account:{0}",
+    "job": "job:{0}",
+    "jobs_by_state": "jobs:state:{0}",
+    "jobs_by_account": "jobs:account:{0}",
+    "idem": "idem:{0}:{1}",
+    "image": "image:{0}",
+    "gate": "gate:{0}",
+    "gates": "gates",
+    "parked": "parked:{0}",
+    "waiting": "waiting:{0}",
+    "outbox": "outbox",
+    "inflight": "inflight",
+    "probes": "probes",
+    "unconfirmed": "unconfirmed",
+    "bucket": "bucket:{0}",
+    "events": "events",
+    "signature": "sig:{0}:{1}",
+    "signatures": "sigs",
+    "due": "due",
+    "leader": "scheduler:leader",
+    "ticks": "scheduler:ticks",
+    "nonce": "callback:nonce:{0}:{1}",
+    "cleanup": "cleanup:last",
+}
+
+
+class Keys:
+    """Key builders for one prefix: ``Keys("signq").job("j1") == "signq:job:j1"``."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def _key(self, name: str, *parts: object) -> str:
+        return f"{self.prefix}:{_TEMPLATES[name].format(*parts)}"
+
+    def accounts(self) -> str:
+        """Set of registered account names."""
+        return self._key("accounts")
+
+    def account(self, name: str) -> str:
+        """Hash: an account's app key, secret and status."""
+        return self._key("account", name)
+
+    def job(self, job_id: str) -> str:
+        """Hash: a job record."""
+        return self._key("job", job_id)
+
+    def jobs_by_state(self, state: str) -> str:
+        """Sorted set of job ids in a state, by time of entering it."""
+        return self._key("jobs_by_state", state)
+
+    def jobs_by_account(self, account: str) -> str:
+        """Sorted set of an account's job ids, by creation time."""
+        return self._key("jobs_by_account", account)
+
+    def idem(self, account: str, key: str) -> str:
+        """String: the job id behind an idempotency key (or a content key ``content:HASH``)."""
+        return self._key("idem", account, key)
+
+    def image(self, sha256: str) -> str:
+        """String: an audit image's bytes, stored once by content hash."""
+        return self._key("image", sha256)
+
+    def gate(self, account: str) -> str:
+        """String: the job id holding the account's audit slot."""
+        return self._key("gate", account)
+
+    def gates(self) -> str:
+        """Set of accounts whose gate is held."""
+        return self._key("gates")
+
+    def parked(self, account: str) -> str:
+        """List: the account's parked jobs, FIFO."""
+        return self._key("parked", account)
+
+    def waiting(self, account: str) -> str:
+        """Set: jobs waiting for a paused account to resume."""
+        return self._key("waiting", account)
+
+    def outbox(self) -> str:
+        """Sorted set: jobs that need a message, by when; cleared once the message is sent."""
+        return self._key("outbox")
+
+    def inflight(self) -> str:
+        """Sorted set: jobs being executed, by lease deadline."""
+        return self._key("inflight")
+
+    def probes(self) -> str:
+        """Sorted set: externally blocked accounts, by next probe time."""
+        return self._key("probes")
+
+    def unconfirmed(self) -> str:
+        """Sorted set: unconfirmed create jobs, by when their gate hold ends."""
+        return self._key("unconfirmed")
+
+    def bucket(self, name: str) -> str:
+        """Hash: a token bucket (``*`` is the global one)."""
+        return self._key("bucket", name)
+
+    def events(self) -> str:
+        """Stream (and pub/sub channel) of events."""
+        return self._key("events")
+
+    def signature(self, account: str, sign_id: int | str) -> str:
+        """Hash: a tracked signature."""
+        return self._key("signature", account, sign_id)
+
+    def signatures(self) -> str:
+        """Sorted set of tracked signatures (``account:sign_id``), by tracking start."""
+        return self._key("signatures")
+
+    def due(self) -> str:
+        """Sorted set of tracked signatures (``account:sign_id``), by next check time."""
+        return self._key("due")
+
+    def leader(self) -> str:
+        """String: the scheduler lease holder."""
+        return self._key("leader")
+
+    def ticks(self) -> str:
+        """Hash: the scheduler's last tick and its counters."""
+        return self._key("ticks")
+
+    def nonce(self, account: str, nonce: str) -> str:
+        """String: a callback nonce already seen (replay protection)."""
+        return self._key("nonce", account, nonce)
+
+    def cleanup(self) -> str:
+        """String: when the periodic cleanup last ran."""
+        return self._key("cleanup")
+
+    def dramatiq_namespace(self) -> str:
+        """Namespace of Dramatiq's own keys."""
+        return f"{self.prefix}:dramatiq"
+
+    def lua(self) -> str:
+        """Lua key builders mirroring the methods above, for the scripts (prefix in ``P``)."""
+        lines = ["local K = {}"]
+        for name, template in _TEMPLATES.items():
+            args = sorted(set(re.findall(r"\{(\d)\}", template)))
+            params = ", ".join(f"a{n}" for n in args)
+            body = "P .. ':" + re.sub(r"\{(\d)\}", r"' .. a\1 .. '", template) + "'"
+            body = body.replace(" .. ''", "")
+            lines.append(f"function K.{name}({params}) return {body} end")
+        return "\n".join(lines)

@@ -1,0 +1,79 @@
+-- Shared by every signq script. ARGV[1] is the key prefix (P, used by the K builders),
+-- ARGV[2] the time in ms, ARGV[3] the events stream's approximate MAXLEN.
+local NOW = tonumber(ARGV[2])
+local MAXLEN = ARGV[3]
+local TERMINAL = {approved = true, rejected = true, deleted = true, failed = true, cancelled = true}
+
+local function hgetall(key)
+  local flat = redis.call('HGETALL', key)
+  local t = {}
+  for i = 1, #flat, 2 do t[flat[i]] = flat[i + 1] end
+  return t
+end
+
+local function set_state(id, old, new)
+  local jk = K.job(id)
+  if old == new then
+    redis.call('HSET', jk, 'updated_at', NOW)
+    return
+  end
+  redis.call('HSET', jk, 'state', new, 'updated_at', NOW)
+  if old then redis.call('ZREM', K.jobs_by_state(old), id) end
+  redis.call('ZADD', K.jobs_by_state(new), NOW, id)
+end
+
+local function publish(event)
+  redis.call('XADD', K.events(), 'MAXLEN', '~', MAXLEN, '*', 'event', event)
+  redis.call('PUBLISH', K.events(), event)
+end
+
+-- Hand the account's gate to the first job still parked in its FIFO (skipping jobs cancelled
+-- meanwhile): it becomes queued and enters the outbox, whose message the caller sends. With
+-- nobody parked, the gate is freed. Returns the job id or false.
+local function promote(account)
+  local parked = K.parked(account)
+  while true do
+    local nxt = redis.call('LPOP', parked)
+    if not nxt then
+      redis.call('DEL', K.gate(account))
+      redis.call('SREM', K.gates(), account)
+      return false
+    end
+    local state = redis.call('HGET', K.job(nxt), 'state')
+    if state == 'parked' or state == 'queued' then
+      redis.call('SET', K.gate(account), nxt)
+      redis.call('SADD', K.gates(), account)
+      set_state(nxt, state, 'queued')
+      redis.call('HDEL', K.job(nxt), 'waiting_for')
+      redis.call('ZADD', K.outbox(), NOW, nxt)
+      return nxt
+    end
+  end
+end
+
+-- Release the gate if this job holds it, handing it on. Returns the next job id or false.
+local function release(account, id)
+  if redis.call('GET', K.gate(account)) ~= id then return false end
+  return promote(account)
+end
+
+-- 'acquired' when the job holds the gate, 'parked' when it waits in the FIFO, 'full' when the
+-- FIFO is at its cap (0: no cap). A fresh job cannot be in the FIFO yet, so no scan for it.
+local function acquire_or_park(account, id, cap, fresh)
+  local holder = redis.call('GET', K.gate(account))
+  if holder == id then return 'acquired' end
+  local parked = K.parked(account)
+  if not holder and redis.call('LLEN', parked) > 0 then
+    -- A free gate with jobs parked behind it (an operator's hand, or a repair): FIFO first.
+    holder = promote(account)
+  end
+  if not holder then
+    redis.call('SET', K.gate(account), id)
+    redis.call('SADD', K.gates(), account)
+    return 'acquired'
+  end
+  if not fresh and redis.call('LPOS', parked, id) then return 'parked' end
+  if cap > 0 and redis.call('LLEN', parked) >= cap then return 'full' end
+  redis.call('RPUSH', parked, id)
+  return 'parked'
+end

@@ -1,0 +1,11 @@
+-- Repair one account's gate: a holder that is gone or finished is released, and a free gate
+-- with jobs parked behind it is handed to the head. ARGV[4] account. Returns {what, next job}.
+local account = ARGV[4]
+local holder = redis.call('GET', K.gate(account))
+if holder then
+  local state = redis.call('HGET', K.job(holder), 'state')
+  if not state or TERMINAL[state] then return {'released', promote(account) or ''} end
+  return {'ok', ''}
+end
+if redis.call('LLEN', K.parked(account)) > 0 then return {'promoted', promote(account) or ''} end
+return {'ok', ''}

@@ -1,0 +1,59 @@
+-- Claim a job for execution: settled and duplicate deliveries end here; a paused account's job
+-- waits; a submission must hold its account's gate; rate limits are taken; then a lease.
+-- ARGV[4] job id, ARGV[5] lease deadline (ms), ARGV[6..9] global rate/burst, account rate/burst.
+local id = ARGV[4]
+local jk = K.job(id)
+local job = hgetall(jk)
+local state = job.state
+if not state then return {'missing'} end
+if TERMINAL[state] or state == 'pending_audit' or state == 'unconfirmed' or job.finished_at then
+  return {'settled', state}
+end
+local lease = redis.call('ZSCORE', K.inflight(), id)
+if lease and tonumber(lease) > NOW then return {'busy'} end
+if state == 'parked' and job.waiting_for == 'gate' then return {'parked'} end
+redis.call('ZREM', K.outbox(), id)
+local account = hgetall(K.account(job.account))
+if not account.app_key then return {'no_account'} end
+if account.status == 'paused' then
+  redis.call('SADD', K.waiting(job.account), id)
+  set_state(id, state, 'parked')
+  redis.call('HSET', jk, 'waiting_for', 'account_paused')
+  redis.call('ZREM', K.inflight(), id)
+  return {'paused'}
+end
+if job.gate == '1' and acquire_or_park(job.account, id, 0, false) ~= 'acquired' then
+  set_state(id, state, 'parked')
+  redis.call('HSET', jk, 'waiting_for', 'gate')
+  return {'parked'}
+end
+
+-- Token buckets: tokens refill at rate per second up to burst; a request takes one.
+local function bucket(key, rate, burst)
+  if rate <= 0 then return 0, 0 end
+  local b = redis.call('HMGET', key, 'tokens', 'ts')
+  local tokens = tonumber(b[1]) or burst
+  local ts = tonumber(b[2]) or NOW
+  tokens = math.min(burst, tokens + math.max(0, NOW - ts) * rate / 1000)
+  if tokens >= 1 then return 0, tokens end
+  return math.ceil((1 - tokens) * 1000 / rate), tokens
+end
+local function take(key, tokens, rate, burst)
+  if rate <= 0 then return end
+  redis.call('HSET', key, 'tokens', tostring(tokens - 1), 'ts', NOW)
+  redis.call('PEXPIRE', key, math.ceil(burst * 1000 / rate) + 1000)
+end
+local grate, gburst = tonumber(ARGV[6]), tonumber(ARGV[7])
+local arate, aburst = tonumber(ARGV[8]), tonumber(ARGV[9])
+local gwait, gtokens = bucket(K.bucket('*'), grate, gburst)
+local await, atokens = bucket(K.bucket(job.account), arate, aburst)
+if gwait > 0 or await > 0 then return {'throttled', tostring(math.max(gwait, await))} end
+take(K.bucket('*'), gtokens, grate, gburst)
+take(K.bucket(job.account), atokens, arate, aburst)
+
+redis.call('ZADD', K.inflight(), ARGV[5], id)
+redis.call('HINCRBY', jk, 'attempts', 1)
+redis.call('HSET', jk, 'attempt_at', NOW)
+set_state(id, state, 'submitting')
+return {'run', state, account.app_key, account.secret or '', cjson.encode(job),
+        account.probes or '0'}

@@ -1,0 +1,41 @@
+-- Accept one job: idempotency, the record, acquire-or-park for submissions, outbox, events.
+-- ARGV[4]: JSON {id, account, gate, cap, key, content, fields, accepted, parked}.
+local job = cjson.decode(ARGV[4])
+local account = job.account
+if redis.call('EXISTS', K.account(account)) == 0 then return {'no_account', ''} end
+if job.key ~= '' then
+  local existing = redis.call('GET', K.idem(account, job.key))
+  if existing and redis.call('EXISTS', K.job(existing)) == 1 then return {'duplicate', existing} end
+end
+if job.content ~= '' then
+  local existing = redis.call('GET', K.idem(account, 'content:' .. job.content))
+  if existing then
+    local state = redis.call('HGET', K.job(existing), 'state')
+    if state and not TERMINAL[state] then return {'duplicate', existing} end
+  end
+end
+local state = 'queued'
+if job.gate then
+  local decision = acquire_or_park(account, job.id, tonumber(job.cap), true)
+  if decision == 'full' then return {'full', tostring(redis.call('LLEN', K.parked(account)))} end
+  if decision == 'parked' then state = 'parked' end
+end
+local jk = K.job(job.id)
+local args = {'state', state, 'created_at', NOW, 'updated_at', NOW, 'attempts', 0}
+for k, v in pairs(job.fields) do
+  args[#args + 1] = k
+  args[#args + 1] = tostring(v)
+end
+if state == 'parked' then
+  args[#args + 1] = 'waiting_for'
+  args[#args + 1] = 'gate'
+end
+redis.call('HSET', jk, unpack(args))
+redis.call('ZADD', K.jobs_by_state(state), NOW, job.id)
+redis.call('ZADD', K.jobs_by_account(account), NOW, job.id)
+if job.key ~= '' then redis.call('SET', K.idem(account, job.key), job.id) end
+if job.content ~= '' then redis.call('SET', K.idem(account, 'content:' .. job.content), job.id) end
+if state == 'queued' then redis.call('ZADD', K.outbox(), NOW, job.id) end
+publish(job.accepted)
+if state == 'parked' then publish(job.parked) end
+return {state, job.id}

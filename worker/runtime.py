@@ -1,0 +1,64 @@
+"""One process's wiring: settings, Redis, broker, client and the services built on them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dramatiq.brokers.redis import RedisBroker
+
+from worker.accounts import Accounts, SecretBox
+from worker.broker import Enqueuer, build_broker
+from worker.jobs import Jobs
+from worker.jsms.client import JsmsClient
+from worker.pipeline import Pipeline
+from worker.reaper import Reaper
+from worker.settings import Settings
+from worker.store import Store
+
+
+@dataclass
+class Runtime:
+    """Everything a command, an actor or a test needs, built once per process."""
+
+    settings: Settings
+    store: Store
+    broker: RedisBroker
+    accounts: Accounts
+    jobs: Jobs
+    client: JsmsClient
+    pipeline: Pipeline
+    reaper: Reaper
+    enqueue: Enqueuer
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        *,
+        broker: RedisBroker | None = None,
+        client: JsmsClient | None = None,
+    ) -> Runtime:
+        """Connect to Redis and wire the services (the client's pool opens lazily)."""
+        store = Store(settings)
+        broker = broker or build_broker(settings)
+        enqueue = Enqueuer(broker, store)
+        accounts = Accounts(store, SecretBox(settings.secret_key))
+        jobs = Jobs(store, accounts, enqueue)
+        client = client or JsmsClient.from_settings(settings)
+        pipeline = Pipeline(store, accounts, jobs, client, enqueue)
+        return cls(
+            settings=settings,
+            store=store,
+            broker=broker,
+            accounts=accounts,
+            jobs=jobs,
+            client=client,
+            pipeline=pipeline,
+            reaper=Reaper(store, enqueue),
+            enqueue=enqueue,
+        )
+
+    def close(self) -> None:
+        """Close connections."""
+        self.client.close()
+        self.store.close()

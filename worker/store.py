@@ -1,0 +1,128 @@
+"""Redis state access: the connection and signq's Lua scripts, each one atomic step.
+
+Scripts live in ``worker/lua/``; each is registered once, with the key builders of
+``worker.keys`` and the shared library ``lib.lua`` (gate acquire/park/release, state indexes,
+event publishing) in front of it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from typing import Any
+
+import redis
+
+from worker.keys import Keys
+from worker.settings import Settings
+
+
+def text(value: Any) -> str:
+    """A reply of the decoding client as str (redis-py types replies as bytes | str)."""
+    return value if isinstance(value, str) else value.decode() if value is not None else ""
+
+
+def texts(values: Any) -> list[str]:
+    """A list reply as a list of str."""
+    return [text(v) for v in values or ()]
+
+
+def fields(value: Any) -> dict[str, str]:
+    """A hash reply as a dict of str."""
+    return {text(k): text(v) for k, v in (value or {}).items()}
+
+
+def now_ms() -> int:
+    """Wall-clock time in milliseconds: every score and timestamp signq stores."""
+    return int(time.time() * 1000)
+
+
+@dataclass
+class Change:
+    """One atomic change to a job (see ``lua/apply.lua``); only the parts that are set apply."""
+
+    id: str
+    from_: list[str] | None = None
+    to: str | None = None
+    set: dict[str, Any] = field(default_factory=dict)
+    lease_clear: bool = False
+    unpark: bool = False
+    wait: bool = False
+    pause: dict[str, str] | None = None
+    block: dict[str, Any] | None = None
+    unblock: str | None = None
+    release: bool = False
+    track: dict[str, Any] | None = None
+    untrack: int | None = None
+    unconfirmed_until: int | None = None
+    terminal: int | None = None
+    settled: bool = False
+    requeue: bool = False
+    events: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        """The spec the script reads; empty parts are left out."""
+        spec = {k: v for k, v in asdict(self).items() if v not in (None, False, [], {})}
+        if self.from_ is not None:
+            spec["from"] = spec.pop("from_")
+        return json.dumps(spec, ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What ``apply`` did: whether the compare-and-set held, the state before, the next job."""
+
+    applied: bool
+    previous: str
+    next_job: str | None
+
+
+class Store:
+    """One process's Redis connection and registered scripts."""
+
+    def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.prefix)
+        self.redis: redis.Redis = client or redis.Redis.from_url(
+            settings.redis_url, decode_responses=True, health_check_interval=30
+        )
+        # Images are bytes: a second pool to the same server, without decoding.
+        pool = self.redis.connection_pool
+        self.raw: redis.Redis = redis.Redis(
+            connection_pool=type(pool)(
+                connection_class=pool.connection_class,
+                **{**pool.connection_kwargs, "decode_responses": False},
+            )
+        )
+        library = self.keys.lua() + "\n" + _lua("lib")
+        header = "local P = ARGV[1]\n"
+        self._scripts = {
+            name: self.redis.register_script(header + library + "\n" + _lua(name))
+            for name in ("submit", "start", "apply", "account", "repair")
+        }
+
+    def run(self, name: str, *args: object, pipe: Any = None) -> Any:
+        """Run a script with the common arguments (prefix, now, events MAXLEN) first."""
+        argv: list[Any] = [self.settings.prefix, now_ms(), self.settings.events_maxlen, *args]
+        return self._scripts[name](args=argv, client=pipe or self.redis)
+
+    def apply(self, change: Change) -> Applied:
+        """Apply a change to a job atomically."""
+        applied, previous, next_job = self.run("apply", change.to_json())
+        return Applied(bool(int(applied)), str(previous), str(next_job) or None)
+
+    def repair(self, account: str) -> tuple[str, str | None]:
+        """Release a dead gate holder or promote a stranded FIFO head; returns what it did."""
+        what, next_job = self.run("repair", account)
+        return str(what), str(next_job) or None
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self.redis.close()
+        self.raw.close()
+
+
+def _lua(name: str) -> str:
+    return resources.files("worker").joinpath(f"lua/{name}.lua").read_text(encoding="utf-8")
