@@ -93,9 +93,10 @@ def configure(level: str = "INFO", fmt: str = "auto") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # httpx logs every request at INFO; its failures reach us as exceptions instead.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
-    logging.getLogger("httpcore").setLevel(max(logging.WARNING, root.level))
+    # httpx logs every request at INFO, redis-py its handshakes at DEBUG; their failures reach
+    # signq as exceptions instead.
+    for chatty in ("httpx", "httpcore", "redis"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
 
 
 def _keep(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
