@@ -29,6 +29,8 @@ FAST = {
     "probe_backoff_initial": 0.2,
     "probe_backoff_max": 1.0,
     "heartbeat_timeout": 3.0,
+    "tick_seconds": 0.1,
+    "leader_ttl_seconds": 1.0,
 }
 
 
@@ -105,6 +107,7 @@ def build_system(emulator_server: EmulatorServer, admin: EmulatorAdmin, **overri
     runtime.jobs.enqueue = record
     runtime.pipeline.enqueue = record
     runtime.reaper.enqueue = record
+    runtime.tracker.enqueue = record
     return system
 
 
@@ -123,7 +126,7 @@ def dramatiq_system(
     """A system with a real broker on Redis and an in-process Dramatiq worker pool."""
     settings = isolated_settings(emulator_server, **overrides)
     broker = build_broker(settings)
-    actors.declare(broker, settings.queue)
+    actors.declare(broker, settings)
     client = JsmsClient.from_settings(
         settings, retry=FAST_RETRY, timeouts=Timeouts(connect=2.0, read=2.0)
     )
@@ -176,3 +179,17 @@ class Resolver:
                 seen = self.system.admin.signature(record.sign_id or 0)
                 if seen["status"] != 0:
                     rt.pipeline.audit_resolved(record.id, Status(seen["status"]))
+
+
+def inline_scheduler(system: System, node: str | None = None) -> Any:
+    """A scheduler whose work runs inline in the test: polls, reaper, cleanup."""
+    from worker.scheduler import Scheduler, Senders  # noqa: PLC0415
+
+    rt = system.runtime
+
+    def reap(full: bool) -> None:
+        rt.reaper.tick(full=full)
+        rt.store.redis.delete(rt.store.keys.reaping())
+
+    senders = Senders(poll=rt.tracker.poll, reap=reap, cleanup=lambda: None)
+    return Scheduler(rt.store, rt.tracker, senders, node)

@@ -13,7 +13,7 @@ import structlog
 from dramatiq import Actor, Broker
 
 from worker import logs
-from worker.broker import JOB_EXHAUSTED, RUN_JOB, build_broker
+from worker.broker import CLEANUP, JOB_EXHAUSTED, POLL, REAP, RUN_JOB, build_broker, track_queue
 from worker.pipeline import RetryLater
 from worker.runtime import Runtime
 from worker.settings import Settings
@@ -65,8 +65,31 @@ def job_exhausted(message: dict[str, Any], retry_info: dict[str, Any]) -> None:
     )
 
 
-def declare(target: Broker, queue: str) -> dict[str, Actor[Any, Any]]:
+def poll(members: list[str]) -> None:
+    """Poll a chunk of due signatures."""
+    runtime().tracker.poll(members)
+
+
+def reap(full: bool) -> None:
+    """One reaper pass; lets the scheduler send the next one."""
+    rt = runtime()
+    try:
+        rt.reaper.tick(full=full)
+    finally:
+        rt.store.redis.delete(rt.store.keys.reaping())
+
+
+def cleanup() -> None:
+    """The periodic cleanup, with the policy of the settings."""
+    from worker.cleanup import Cleanup, Policy  # noqa: PLC0415
+
+    rt = runtime()
+    Cleanup(rt).run(Policy.from_settings(rt.settings), dry_run=False)
+
+
+def declare(target: Broker, settings: Settings) -> dict[str, Actor[Any, Any]]:
     """Declare signq's actors on a broker (the global one below; tests declare their own)."""
+    queue, track = settings.queue, track_queue(settings)
     return {
         RUN_JOB: dramatiq.actor(
             broker=target,
@@ -83,7 +106,12 @@ def declare(target: Broker, queue: str) -> dict[str, Actor[Any, Any]]:
             queue_name=queue,
             max_retries=3,
         )(job_exhausted),
+        POLL: dramatiq.actor(broker=target, actor_name=POLL, queue_name=track, max_retries=0)(poll),
+        REAP: dramatiq.actor(broker=target, actor_name=REAP, queue_name=track, max_retries=0)(reap),
+        CLEANUP: dramatiq.actor(broker=target, actor_name=CLEANUP, queue_name=track, max_retries=0)(
+            cleanup
+        ),
     }
 
 
-ACTORS = declare(broker, SETTINGS.queue)
+ACTORS = declare(broker, SETTINGS)

@@ -13,6 +13,14 @@ from worker.store import Store
 
 RUN_JOB = "signq.run_job"
 JOB_EXHAUSTED = "signq.job_exhausted"
+POLL = "signq.poll"
+REAP = "signq.reap"
+CLEANUP = "signq.cleanup"
+
+
+def track_queue(settings: Settings) -> str:
+    """The queue of polls, reaper and cleanup: never stuck behind a backlog of submissions."""
+    return f"{settings.queue}.track"
 
 
 def build_broker(settings: Settings) -> RedisBroker:
@@ -30,6 +38,7 @@ def build_broker(settings: Settings) -> RedisBroker:
         maintenance_chance=settings.maintenance_chance,
     )
     broker.declare_queue(settings.queue)
+    broker.declare_queue(track_queue(settings))
     return broker
 
 
@@ -46,13 +55,17 @@ class Enqueuer:
         if not job_ids:
             return
         for job_id in job_ids:
-            self.broker.enqueue(
-                Message(
-                    queue_name=self.queue,
-                    actor_name=RUN_JOB,
-                    args=(job_id,),
-                    kwargs={},
-                    options={},
-                )
-            )
+            self.send(RUN_JOB, job_id, queue=self.queue)
         self.store.redis.zrem(self.store.keys.outbox(), *job_ids)
+
+    def send(self, actor: str, *args: object, queue: str | None = None) -> None:
+        """Send one message to an actor by name (the tracking queue unless told otherwise)."""
+        self.broker.enqueue(
+            Message(
+                queue_name=queue or track_queue(self.store.settings),
+                actor_name=actor,
+                args=args,
+                kwargs={},
+                options={},
+            )
+        )

@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     _accounts_parser(commands)
     _submit_parser(commands)
     _jobs_parser(commands)
+    _tracking_parsers(commands)
     work = commands.add_parser("worker", help="run Dramatiq workers on signq's actors")
     work.add_argument("--processes", type=int, default=os.cpu_count() or 1)
     work.add_argument("--threads", type=int, default=8)
@@ -167,6 +168,39 @@ def _jobs_parser(commands: Any) -> None:
         if action == "confirm":
             sub.add_argument("--sign-id", required=True)
         sub.set_defaults(handler=commands_.jobs_action, action=action)
+
+
+def _tracking_parsers(commands: Any) -> None:
+    sched = commands.add_parser("scheduler", help="run the periodic work (one leader at a time)")
+    sched.add_argument("--node", help="this instance's name in the lease (default: host:random)")
+    sched.set_defaults(handler=commands_.scheduler)
+
+    track = commands.add_parser("track", help="watch existing signatures")
+    track.add_argument("--account")
+    track.add_argument("--sign-id", action="append", default=[])
+    track.add_argument("--file", help="CSV with columns account, sign_id")
+    track.set_defaults(handler=commands_.track)
+
+    events = commands.add_parser("events", help="print events as JSON lines")
+    events.add_argument("--follow", action="store_true", help="keep waiting for new ones")
+    events.add_argument("--group", help="read through this consumer group (acked as printed)")
+    events.add_argument("--consumer", default="signq-cli")
+    events.add_argument("--since", help="a stream id to start after (0: the beginning)")
+    events.add_argument("--type", action="append", help="only these types (repeatable)")
+    events.add_argument("--account", action="append", help="only these accounts (repeatable)")
+    events.set_defaults(handler=commands_.events_)
+
+    callbacks = commands.add_parser("callbacks", help="serve the audit-result callback receiver")
+    callbacks.add_argument("--host", default="127.0.0.1")
+    callbacks.add_argument("--port", type=int, default=8081)
+    callbacks.set_defaults(handler=commands_.callbacks)
+
+    cleanup = commands.add_parser("cleanup", help="delete tracked signatures nobody uses")
+    cleanup.add_argument("--dry-run", action="store_true", help="list, change nothing")
+    cleanup.add_argument("--older-than", default="30d", help="e.g. 30d, 12h (default 30d)")
+    cleanup.add_argument("--account", action="append", help="only these accounts")
+    cleanup.add_argument("--status", default="approved,rejected")
+    cleanup.set_defaults(handler=commands_.cleanup)
 
 
 def _emulator(args: argparse.Namespace, settings: Settings) -> int:

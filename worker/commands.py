@@ -12,7 +12,7 @@ from typing import Any
 from worker.accounts import AccountError
 from worker.jobs import JobError, JobRecord, Submitted
 from worker.jsms.errors import ValidationError
-from worker.jsms.models import Image
+from worker.jsms.models import Image, validate_sign_id
 from worker.runtime import Runtime
 from worker.settings import Settings
 
@@ -240,3 +240,136 @@ def _line(record: JobRecord) -> str:
     what = record.sign or (f"sign_id={record.sign_id}" if record.sign_id else "")
     error = f" — {record.error.get('message')}" if record.error else ""
     return f"{record.id} {record.op:6} {record.account:20} {record.state:13} {what}{error}"
+
+
+def scheduler(args: argparse.Namespace, settings: Settings) -> int:
+    """`signq scheduler`: tick while leader, stand by otherwise; SIGTERM resigns and exits."""
+    import signal  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    import structlog  # noqa: PLC0415
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    sched = runtime(settings).scheduler(args.node)
+    structlog.get_logger("worker.scheduler").info("scheduler_started", node=sched.node)
+    sched.run(stop)
+    return 0
+
+
+def track(args: argparse.Namespace, settings: Settings) -> int:
+    """`signq track`: watch existing signatures, from flags or a CSV (account,sign_id)."""
+    rt = runtime(settings)
+    wanted: dict[str, list[int]] = {}
+    try:
+        if args.file:
+            for line, row in enumerate(_csv_rows(Path(args.file), {"account", "sign_id"}), 2):
+                try:
+                    wanted.setdefault(row["account"], []).append(validate_sign_id(row["sign_id"]))
+                except ValidationError as exc:
+                    raise CommandError(f"{args.file}:{line}: {exc}") from None
+        if args.account:
+            wanted.setdefault(args.account, []).extend(validate_sign_id(s) for s in args.sign_id)
+        if not wanted:
+            raise CommandError("give --account with --sign-id, or --file")
+        added = sum(rt.tracker.track(account, ids) for account, ids in wanted.items())
+    except (AccountError, ValidationError) as exc:
+        raise CommandError(str(exc)) from None
+    total = sum(len(ids) for ids in wanted.values())
+    print(f"tracking {total} signature(s), {added} new; each is checked at the next tick")
+    return 0
+
+
+def events_(args: argparse.Namespace, settings: Settings) -> int:
+    """`signq events`: one JSON object per line, from the stream or a consumer group."""
+    import threading  # noqa: PLC0415
+
+    from worker import events  # noqa: PLC0415
+
+    rt = runtime(settings)
+    stream = rt.store.keys.events()
+    types, accounts = args.type or None, args.account or None
+    if args.group:
+        consumer = events.Consumer(
+            rt.store.redis, stream, args.group, args.consumer, start=args.since or "0"
+        )
+        stop = threading.Event()
+        if not args.follow:
+            consumer.ensure_group()
+            stop.set()
+            for entry in consumer.pending() + consumer.new(block_ms=1):
+                if events.matches(entry.event, types, accounts):
+                    print(json.dumps(entry.event, ensure_ascii=False), flush=True)
+                consumer.ack(entry.id)
+            return 0
+        consumer.run(
+            lambda e: print(json.dumps(e, ensure_ascii=False), flush=True),
+            stop=stop,
+            types=types,
+            accounts=accounts,
+        )
+        return 0
+    since = args.since or ("$" if args.follow else "0")
+    for entry in events.read(rt.store.redis, stream, since=since, follow=args.follow):
+        if events.matches(entry.event, types, accounts):
+            print(json.dumps(entry.event, ensure_ascii=False), flush=True)
+    return 0
+
+
+def callbacks(args: argparse.Namespace, settings: Settings) -> int:
+    """`signq callbacks`: serve the audit-result receiver."""
+    import uvicorn  # noqa: PLC0415
+
+    from worker.callbacks import build_app  # noqa: PLC0415
+
+    uvicorn.run(
+        build_app(runtime(settings)),
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        access_log=False,
+    )
+    return 0
+
+
+def cleanup(args: argparse.Namespace, settings: Settings) -> int:
+    """`signq cleanup`: delete tracked signatures nobody uses; `--dry-run` only lists them."""
+    from worker.cleanup import Cleanup, Policy, parse_age, parse_statuses  # noqa: PLC0415
+
+    try:
+        policy = Policy(
+            older_than_seconds=parse_age(args.older_than),
+            statuses=parse_statuses(args.status),
+            accounts=frozenset(args.account) if args.account else None,
+        )
+    except JobError as exc:
+        raise CommandError(str(exc)) from None
+    report = Cleanup(runtime(settings)).run(policy, dry_run=args.dry_run)
+    verb = "would delete" if args.dry_run else "deleting"
+    for tracked in report.candidates:
+        status = {1: "approved", 2: "rejected"}.get(tracked.status or 0, "?")
+        print(
+            f"{verb} {tracked.account} sign_id={tracked.sign_id} ({status}, "
+            f"{tracked.sign or 'sign unknown'})"
+        )
+    for error in report.errors:
+        print(f"error: {error}", file=sys.stderr)
+    print(
+        f"{len(report.candidates)} candidate(s)"
+        + ("" if args.dry_run else f", {len(report.jobs)} delete job(s) enqueued")
+    )
+    return 1 if report.errors else 0
+
+
+def _csv_rows(path: Path, columns: set[str]) -> list[dict[str, str]]:
+    import csv  # noqa: PLC0415
+
+    try:
+        reader = csv.DictReader(path.read_text(encoding="utf-8-sig").splitlines())
+    except OSError as exc:
+        raise CommandError(f"{path}: {exc.strerror}") from None
+    missing = columns - set(reader.fieldnames or [])
+    if missing:
+        raise CommandError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+    return list(reader)

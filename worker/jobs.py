@@ -54,6 +54,7 @@ class JobSpec:
     request: SignRequest | None = None
     sign_id: int | None = None
     key: str | None = None
+    cleanup: bool = False
 
 
 @dataclass(frozen=True)
@@ -312,6 +313,8 @@ class Jobs:
         fields["id"] = job_id
         if key:
             fields["key"] = key
+        if spec.cleanup:
+            fields["cleanup"] = "1"
         if content:
             fields["content"] = content
         common = {"job_id": job_id, "op": spec.op, "sign": fields.get("sign")}
@@ -387,8 +390,8 @@ class Jobs:
             "abandoned by operator; the account's gate was released",
         )
 
-    def confirm(self, job_id: str, sign_id: int) -> None:
-        """Settle an unconfirmed create: the operator found its signature at the API."""
+    def confirm(self, job_id: str, sign_id: int, *, by: str = "operator") -> None:
+        """Settle an unconfirmed create: its signature was found (by an operator, a callback)."""
         record = self.require(job_id)
         sign_id = validate_sign_id(sign_id)
         if record.state != "unconfirmed":
@@ -396,7 +399,7 @@ class Jobs:
         change = submitted_change(record, sign_id, self.settings.poll_initial_seconds)
         change.from_ = ["unconfirmed"]
         change.settled = True
-        change.set["confirmed_by"] = "operator"
+        change.set["confirmed_by"] = by
         if not self.store.apply(change).applied:
             raise JobError(f"job {job_id} changed meanwhile; look again")
 

@@ -32,6 +32,7 @@ _TEMPLATES: dict[str, str] = {
     "due": "due",
     "leader": "scheduler:leader",
     "ticks": "scheduler:ticks",
+    "reaping": "scheduler:reaping",
     "nonce": "callback:nonce:{0}:{1}",
     "cleanup": "cleanup:last",
 }
@@ -133,6 +134,10 @@ class Keys:
     def ticks(self) -> str:
         """Hash: the scheduler's last tick and its counters."""
         return self._key("ticks")
+
+    def reaping(self) -> str:
+        """String: set while a reaper message is outstanding, so ticks do not pile them up."""
+        return self._key("reaping")
 
     def nonce(self, account: str, nonce: str) -> str:
         """String: a callback nonce already seen (replay protection)."""

@@ -35,6 +35,7 @@ from worker.jsms.errors import (
     JsmsError,
     OutcomeUnknown,
     RateLimited,
+    SignatureInUse,
 )
 from worker.jsms.models import Image, SignRequest, Status
 from worker.store import Change, Store, now_ms, text
@@ -386,14 +387,21 @@ class Pipeline:
 
     def _delete(self, job: JobRecord, creds: Credentials) -> str:
         sign_id = _need(job.sign_id)
+        cleanup = job.raw.get("cleanup") == "1"
         try:
+            if cleanup:
+                # Looked at again just before: it may have come into use since it was chosen.
+                signature = self.client.query(creds, sign_id)
+                if signature.use_status == 1 or signature.status is Status.PENDING:
+                    why = "in use" if signature.use_status == 1 else "its audit is pending"
+                    return self._skip(job, sign_id, why)
             self.client.delete(creds, sign_id)
-        except AuthError as exc:
-            return self._pause(job, str(exc), exc)
-        except JsmsError as exc:
-            if exc.retryable:
-                return self._transient(job, exc, uncertain=False)
+        except SignatureInUse as exc:
+            if cleanup:
+                return self._skip(job, sign_id, f"in use or the default signature ({exc.code})")
             return self._fail(job, exc)
+        except JsmsError as exc:
+            return self._api_error(job, exc)
         retention = retention_ms(self.settings.job_retention_days)
         self.store.apply(
             Change(
@@ -416,6 +424,33 @@ class Pipeline:
         )
         self._release_holder_of(job.account, sign_id, retention)
         return "deleted"
+
+    def _api_error(self, job: JobRecord, exc: JsmsError) -> str:
+        """A query or delete refused: pause on auth, reschedule if transient, else fail."""
+        if isinstance(exc, AuthError):
+            return self._pause(job, str(exc), exc)
+        if exc.retryable:
+            return self._transient(job, exc, uncertain=False)
+        return self._fail(job, exc)
+
+    def _skip(self, job: JobRecord, sign_id: int, why: str) -> str:
+        """Cleanup leaves this signature alone, says why, and counts it as no failure."""
+        message = f"skipped by cleanup: {why}"
+        self.store.apply(
+            Change(
+                id=job.id,
+                from_=["submitting"],
+                to="cancelled",
+                lease_clear=True,
+                set={"error": json.dumps({"code": None, "message": message})},
+                terminal=retention_ms(self.settings.job_retention_days),
+            )
+        )
+        self.store.redis.hset(
+            self.store.keys.signature(job.account, sign_id), "cleanup_skipped", why
+        )
+        log.info("cleanup_skipped", why=why)
+        return "skipped"
 
     def _release_holder_of(self, account: str, sign_id: int, retention: int) -> None:
         """A deleted signature's audit will never resolve: its job's gate moves on."""
@@ -440,12 +475,8 @@ class Pipeline:
     def _query(self, job: JobRecord, creds: Credentials) -> str:
         try:
             signature = self.client.query(creds, _need(job.sign_id))
-        except AuthError as exc:
-            return self._pause(job, str(exc), exc)
         except JsmsError as exc:
-            if exc.retryable:
-                return self._transient(job, exc, uncertain=False)
-            return self._fail(job, exc)
+            return self._api_error(job, exc)
         result: dict[str, Any] = {
             "sign_id": signature.sign_id,
             "sign": signature.sign,

@@ -12,8 +12,10 @@ from worker.jobs import Jobs
 from worker.jsms.client import JsmsClient
 from worker.pipeline import Pipeline
 from worker.reaper import Reaper
+from worker.scheduler import Scheduler, Senders
 from worker.settings import Settings
 from worker.store import Store
+from worker.tracker import Tracker
 
 
 @dataclass
@@ -28,6 +30,7 @@ class Runtime:
     client: JsmsClient
     pipeline: Pipeline
     reaper: Reaper
+    tracker: Tracker
     enqueue: Enqueuer
 
     @classmethod
@@ -46,6 +49,7 @@ class Runtime:
         jobs = Jobs(store, accounts, enqueue)
         client = client or JsmsClient.from_settings(settings)
         pipeline = Pipeline(store, accounts, jobs, client, enqueue)
+        tracker = Tracker(store, accounts, jobs, client, enqueue)
         return cls(
             settings=settings,
             store=store,
@@ -55,8 +59,21 @@ class Runtime:
             client=client,
             pipeline=pipeline,
             reaper=Reaper(store, enqueue),
+            tracker=tracker,
             enqueue=enqueue,
         )
+
+    def scheduler(self, node: str | None = None) -> Scheduler:
+        """A scheduler that sends its work as messages through this runtime's broker."""
+        from worker.broker import CLEANUP, POLL, REAP  # noqa: PLC0415
+
+        send = self.enqueue.send
+        senders = Senders(
+            poll=lambda members: send(POLL, members),
+            reap=lambda full: send(REAP, full),
+            cleanup=lambda: send(CLEANUP),
+        )
+        return Scheduler(self.store, self.tracker, senders, node)
 
     def close(self) -> None:
         """Close connections."""

@@ -64,6 +64,21 @@ class Settings:
     poll_initial_seconds: float = 5.0
     poll_max_seconds: float = 300.0
     poll_resolved_seconds: float = 21_600.0
+    # The scheduler: one leader ticks; each tick claims at most poll_batch due signatures and
+    # sends them in poll messages of poll_chunk; a full reaper pass every reap_full_every ticks.
+    tick_seconds: float = 1.0
+    leader_ttl_seconds: float = 5.0
+    poll_batch: int = 1000
+    poll_chunk: int = 10
+    reap_full_every: int = 60
+    # Cleanup of unused signatures (the periodic run is off while the interval is 0).
+    cleanup_interval_hours: float = 0.0
+    cleanup_older_than_days: float = 30.0
+    cleanup_statuses: str = "approved,rejected"
+    # Audit callbacks: how far a push's timestamp may be from now.
+    callback_max_age_seconds: float = 300.0
+    # Metrics (0: no endpoint).
+    metrics_port: int = 0
     # Events.
     events_maxlen: int = 1_000_000
 
@@ -111,6 +126,13 @@ class Settings:
             "poll_initial_seconds",
             "poll_max_seconds",
             "poll_resolved_seconds",
+            "tick_seconds",
+            "leader_ttl_seconds",
+            "poll_batch",
+            "poll_chunk",
+            "reap_full_every",
+            "cleanup_older_than_days",
+            "callback_max_age_seconds",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -123,12 +145,19 @@ class Settings:
             "unconfirmed_hold_hours",
             "rate_limit",
             "account_rate_limit",
+            "cleanup_interval_hours",
+            "metrics_port",
         )
         for name in not_negative:
             if getattr(self, name) < 0:
                 raise SettingsError(f"SIGNQ_{name.upper()} must not be negative")
         if not 0 < self.maintenance_chance <= 1_000_000:
             raise SettingsError("SIGNQ_MAINTENANCE_CHANCE must be from 1 to 1000000")
+        unknown = set(self.cleanup_statuses.split(",")) - {"approved", "rejected"}
+        if unknown:
+            raise SettingsError("SIGNQ_CLEANUP_STATUSES may hold only approved and rejected")
+        if self.leader_ttl_seconds <= self.tick_seconds:
+            raise SettingsError("SIGNQ_LEADER_TTL_SECONDS must be longer than SIGNQ_TICK_SECONDS")
         if self.secret_key is not None:
             _check_fernet_key(self.secret_key)
         if not self.api_url.startswith(("http://", "https://")):

@@ -100,7 +100,16 @@ class Store:
         header = "local P = ARGV[1]\n"
         self._scripts = {
             name: self.redis.register_script(header + library + "\n" + _lua(name))
-            for name in ("submit", "start", "apply", "account", "repair")
+            for name in (
+                "submit",
+                "start",
+                "apply",
+                "account",
+                "repair",
+                "claim",
+                "poll",
+                "observe",
+            )
         }
 
     def run(self, name: str, *args: object, pipe: Any = None) -> Any:

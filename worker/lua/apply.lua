@@ -66,18 +66,7 @@ if s.untrack then
 end
 if s.unconfirmed_until then redis.call('ZADD', K.unconfirmed(), s.unconfirmed_until, id) end
 if s.terminal then
-  redis.call('HSET', jk, 'finished_at', NOW)
-  redis.call('ZREM', K.inflight(), id)
-  redis.call('ZREM', K.outbox(), id)
-  redis.call('ZREM', K.unconfirmed(), id)
-  redis.call('PEXPIRE', jk, s.terminal)
-  local key = redis.call('HGET', jk, 'key')
-  if key and key ~= '' then redis.call('PEXPIRE', K.idem(account, key), s.terminal) end
-  local content = redis.call('HGET', jk, 'content')
-  if content and content ~= '' then
-    local ck = K.idem(account, 'content:' .. content)
-    if redis.call('GET', ck) == id then redis.call('DEL', ck) end
-  end
+  finish_job(id, account, s.terminal)
 elseif s.settled then
   redis.call('ZREM', K.unconfirmed(), id)
 end

@@ -57,6 +57,24 @@ local function release(account, id)
   return promote(account)
 end
 
+-- A job that is over: off every schedule, its record and idempotency key kept for the
+-- retention, its content key freed for a new identical create.
+local function finish_job(id, account, retention)
+  local jk = K.job(id)
+  redis.call('HSET', jk, 'finished_at', NOW)
+  redis.call('ZREM', K.inflight(), id)
+  redis.call('ZREM', K.outbox(), id)
+  redis.call('ZREM', K.unconfirmed(), id)
+  redis.call('PEXPIRE', jk, retention)
+  local key = redis.call('HGET', jk, 'key')
+  if key and key ~= '' then redis.call('PEXPIRE', K.idem(account, key), retention) end
+  local content = redis.call('HGET', jk, 'content')
+  if content and content ~= '' then
+    local ck = K.idem(account, 'content:' .. content)
+    if redis.call('GET', ck) == id then redis.call('DEL', ck) end
+  end
+end
+
 -- 'acquired' when the job holds the gate, 'parked' when it waits in the FIFO, 'full' when the
 -- FIFO is at its cap (0: no cap). A fresh job cannot be in the FIFO yet, so no scan for it.
 local function acquire_or_park(account, id, cap, fresh)
@@ -76,4 +94,32 @@ local function acquire_or_park(account, id, cap, fresh)
   if cap > 0 and redis.call('LLEN', parked) >= cap then return 'full' end
   redis.call('RPUSH', parked, id)
   return 'parked'
+end
+
+-- Token buckets: tokens refill at rate per second up to burst; a request takes one. Returns 0
+-- when both the global and the account's bucket had a token (both taken), else the ms to wait.
+local function bucket(key, rate, burst)
+  if rate <= 0 then return 0, 0 end
+  local b = redis.call('HMGET', key, 'tokens', 'ts')
+  local tokens = tonumber(b[1]) or burst
+  local ts = tonumber(b[2]) or NOW
+  tokens = math.min(burst, tokens + math.max(0, NOW - ts) * rate / 1000)
+  if tokens >= 1 then return 0, tokens end
+  return math.ceil((1 - tokens) * 1000 / rate), tokens
+end
+
+local function take(key, tokens, rate, burst)
+  if rate <= 0 then return end
+  redis.call('HSET', key, 'tokens', tostring(tokens - 1), 'ts', NOW)
+  redis.call('PEXPIRE', key, math.ceil(burst * 1000 / rate) + 1000)
+end
+
+local function throttle(account, grate, gburst, arate, aburst)
+  grate, gburst, arate, aburst = tonumber(grate), tonumber(gburst), tonumber(arate), tonumber(aburst)
+  local gwait, gtokens = bucket(K.bucket('*'), grate, gburst)
+  local await, atokens = bucket(K.bucket(account), arate, aburst)
+  if gwait > 0 or await > 0 then return math.max(gwait, await) end
+  take(K.bucket('*'), gtokens, grate, gburst)
+  take(K.bucket(account), atokens, arate, aburst)
+  return 0
 end

@@ -28,28 +28,8 @@ if job.gate == '1' and acquire_or_park(job.account, id, 0, false) ~= 'acquired' 
   return {'parked'}
 end
 
--- Token buckets: tokens refill at rate per second up to burst; a request takes one.
-local function bucket(key, rate, burst)
-  if rate <= 0 then return 0, 0 end
-  local b = redis.call('HMGET', key, 'tokens', 'ts')
-  local tokens = tonumber(b[1]) or burst
-  local ts = tonumber(b[2]) or NOW
-  tokens = math.min(burst, tokens + math.max(0, NOW - ts) * rate / 1000)
-  if tokens >= 1 then return 0, tokens end
-  return math.ceil((1 - tokens) * 1000 / rate), tokens
-end
-local function take(key, tokens, rate, burst)
-  if rate <= 0 then return end
-  redis.call('HSET', key, 'tokens', tostring(tokens - 1), 'ts', NOW)
-  redis.call('PEXPIRE', key, math.ceil(burst * 1000 / rate) + 1000)
-end
-local grate, gburst = tonumber(ARGV[6]), tonumber(ARGV[7])
-local arate, aburst = tonumber(ARGV[8]), tonumber(ARGV[9])
-local gwait, gtokens = bucket(K.bucket('*'), grate, gburst)
-local await, atokens = bucket(K.bucket(job.account), arate, aburst)
-if gwait > 0 or await > 0 then return {'throttled', tostring(math.max(gwait, await))} end
-take(K.bucket('*'), gtokens, grate, gburst)
-take(K.bucket(job.account), atokens, arate, aburst)
+local wait = throttle(job.account, ARGV[6], ARGV[7], ARGV[8], ARGV[9])
+if wait > 0 then return {'throttled', tostring(wait)} end
 
 redis.call('ZADD', K.inflight(), ARGV[5], id)
 redis.call('HINCRBY', jk, 'attempts', 1)

@@ -1,0 +1,174 @@
+"""The callback receiver over real HTTP: verification, replay protection, the status path."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.conftest import delete_prefix
+from tests.system import System, build_system, wait_for
+from worker.callbacks import build_app
+from worker.emulator import EmulatorAdmin, EmulatorServer
+from worker.emulator.server import ThreadedServer
+from worker.jsms.callback import callback_signature
+
+
+@pytest.fixture
+def system(emulator_server: EmulatorServer, admin: EmulatorAdmin) -> Iterator[System]:
+    """A system on its own prefix."""
+    sys_ = build_system(emulator_server, admin)
+    yield sys_
+    sys_.runtime.close()
+    delete_prefix(sys_.settings.redis_url, sys_.settings.prefix)
+
+
+@pytest.fixture
+def receiver(system: System) -> Iterator[ThreadedServer]:
+    """The receiver served on loopback."""
+    with ThreadedServer(build_app(system.runtime)) as server:
+        yield server
+
+
+def push(
+    system: System,
+    account: str,
+    data: dict[str, object],
+    *,
+    nonce: str = "1",
+    timestamp: int | None = None,
+    type_: str = "SMS_SIGN",
+    secret: str | None = None,
+) -> dict[str, str]:
+    """A push as the API owner sends it for this account."""
+    creds = system.credentials(account)
+    if secret is not None:
+        from worker.jsms import Credentials  # noqa: PLC0415
+
+        creds = Credentials(creds.app_key, secret)
+    stamp = str(timestamp if timestamp is not None else int(time.time() * 1000))
+    return {
+        "nonce": nonce,
+        "timestamp": stamp,
+        "type": type_,
+        "data": json.dumps(data),
+        "signature": callback_signature(creds, nonce, stamp),
+    }
+
+
+def submitted(system: System, account: str, sign: str) -> tuple[str, int]:
+    """A create run to pending audit: its job id and sign id."""
+    job = system.runtime.jobs.create(account, sign).job_id
+    system.drain()
+    return job, system.runtime.jobs.require(job).sign_id or 0
+
+
+def test_get_echoes_echostr(receiver: ThreadedServer, system: System) -> None:
+    """The URL check answers the echostr as is."""
+    response = httpx.get(f"{receiver.url}/callbacks/any", params={"echostr": "a1b2c3d4"})
+    assert (response.status_code, response.text) == (200, "a1b2c3d4")
+
+
+def test_a_verified_rejection_is_applied_with_its_reason(
+    receiver: ThreadedServer, system: System
+) -> None:
+    """A good SMS_SIGN push resolves the job, releases the gate and puts the reason in the event."""
+    account = system.tenant()
+    job, sign_id = submitted(system, account, "要拒绝")
+    form = push(system, account, {"signId": sign_id, "status": 2, "refuseReason": "资质不全"})
+    response = httpx.post(f"{receiver.url}/callbacks/{account}", data=form)
+    assert response.json() == {"result": "changed"}
+    assert system.state(job) == "rejected"
+    (event,) = [e for e in system.events(account) if e["type"] == "signature.rejected"]
+    assert (event["reason"], event["job_id"], event["sign_id"]) == ("资质不全", job, sign_id)
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "result"),
+    [
+        ({"secret": "not-the-secret"}, 401, "bad_signature"),
+        ({"timestamp": 1_000_000_000_000}, 400, "stale"),
+    ],
+)
+def test_forged_and_stale_pushes_change_nothing(
+    receiver: ThreadedServer, system: System, change: dict[str, object], status: int, result: str
+) -> None:
+    """A push signed with other credentials, or too old, is refused and changes nothing."""
+    account = system.tenant()
+    job, sign_id = submitted(system, account, "不改变")
+    form = push(system, account, {"signId": sign_id, "status": 1}, **change)  # type: ignore[arg-type]
+    response = httpx.post(f"{receiver.url}/callbacks/{account}", data=form)
+    assert (response.status_code, response.json()["result"]) == (status, result)
+    assert system.state(job) == "pending_audit"
+
+
+def test_a_replayed_nonce_is_refused(receiver: ThreadedServer, system: System) -> None:
+    """The same push twice: the second is refused as a replay."""
+    account = system.tenant()
+    _, sign_id = submitted(system, account, "重放")
+    form = push(system, account, {"signId": sign_id, "status": 1}, nonce="777")
+    assert httpx.post(f"{receiver.url}/callbacks/{account}", data=form).status_code == 200
+    again = httpx.post(f"{receiver.url}/callbacks/{account}", data=form)
+    assert (again.status_code, again.json()["result"]) == (409, "replayed")
+
+
+def test_other_push_types_are_acknowledged_and_ignored(
+    receiver: ThreadedServer, system: System
+) -> None:
+    """SMS_REPORT and the like answer 200 so the API owner does not retry them."""
+    account = system.tenant()
+    form = push(system, account, {"msgId": "1"}, type_="SMS_REPORT")
+    response = httpx.post(f"{receiver.url}/callbacks/{account}", data=form)
+    assert (response.status_code, response.json()["result"]) == (200, "ignored")
+
+
+def test_unknown_account_and_malformed_pushes(receiver: ThreadedServer, system: System) -> None:
+    """An account signq does not know is 404; a push missing fields is 400."""
+    assert httpx.post(f"{receiver.url}/callbacks/nobody", data={"nonce": "1"}).status_code == 404
+    account = system.tenant()
+    response = httpx.post(f"{receiver.url}/callbacks/{account}", data={"nonce": "1"})
+    assert (response.status_code, response.json()["result"]) == (400, "malformed")
+
+
+def test_a_callback_adopts_an_unconfirmed_create(receiver: ThreadedServer, system: System) -> None:
+    """A result for an unknown sign id on an account with an unconfirmed create settles it."""
+    account = system.tenant()
+    system.admin.set_faults([{"kind": "drop", "after": True, "count": 1}], system.app_key(account))
+    job = system.runtime.jobs.create(account, "丢了").job_id
+    assert system.drain() == ["unconfirmed"]
+    (sign_id,) = system.admin.signatures(system.app_key(account))
+    form = push(system, account, {"signId": sign_id, "status": 1})
+    response = httpx.post(f"{receiver.url}/callbacks/{account}", data=form)
+    assert response.json() == {"result": "adopted"}
+    record = system.runtime.jobs.require(job)
+    assert (record.state, record.sign_id, record.raw.get("confirmed_by")) == (
+        "approved",
+        sign_id,
+        "callback",
+    )
+
+
+def test_the_emulator_pushes_and_the_change_arrives_without_polling(
+    receiver: ThreadedServer, system: System
+) -> None:
+    """End to end: the emulator's audit clock resolves, pushes SMS_SIGN to the receiver, and the
+    event is in the stream in about a second, no poll involved."""
+    account = system.tenant()
+    app_key = system.app_key(account)
+    creds = system.credentials(account)
+    system.admin.add_account(
+        app_key,
+        creds.master_secret,
+        audit_delay=0.3,
+        callback_url=f"{receiver.url}/callbacks/{account}",
+    )
+    job = system.runtime.jobs.create(account, "推送REJ").job_id
+    system.drain()
+    started = time.monotonic()
+    wait_for(lambda: system.state(job) == "rejected", timeout=10, what="the pushed rejection")
+    assert time.monotonic() - started < 3
+    (event,) = [e for e in system.events(account) if e["type"] == "signature.rejected"]
+    assert event["reason"]

@@ -1,0 +1,84 @@
+"""What the README and the deployment files promise, run for real."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import delete_prefix
+from tests.system import System, build_system, wait_for
+from worker.emulator import EmulatorAdmin, EmulatorServer
+from worker.emulator.server import load_accounts
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def system(emulator_server: EmulatorServer, admin: EmulatorAdmin) -> Iterator[System]:
+    """A system on its own prefix."""
+    sys_ = build_system(emulator_server, admin)
+    yield sys_
+    sys_.runtime.close()
+    delete_prefix(sys_.settings.redis_url, sys_.settings.prefix)
+
+
+def readme_consumer() -> str:
+    """The consumer example exactly as the README shows it."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    match = re.search(r"<!-- consumer-example -->\n```python\n(.*?)```", text, re.S)
+    assert match, "the README lost its consumer example"
+    return match.group(1)
+
+
+def test_the_readme_consumer_enables_on_approval_and_resubmits_a_fix(
+    system: System, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Run the README's consumer: an approval enables the tenant; a rejection with a known fix
+    is resubmitted as a modify, once."""
+    account = system.tenant()
+    good = system.runtime.jobs.create(account, "好的PASS").job_id
+    system.drain()
+    good_id = system.runtime.jobs.require(good).sign_id or 0
+    system.admin.force(good_id, status=1)
+    system.runtime.tracker.poll_one(f"{account}:{good_id}")
+    system.drain()
+    bad = system.runtime.jobs.create(account, "坏的").job_id
+    system.drain()
+    bad_id = system.runtime.jobs.require(bad).sign_id or 0
+    system.admin.force(bad_id, status=2)
+    system.runtime.tracker.poll_one(f"{account}:{bad_id}")
+    monkeypatch.setenv("SIGNQ_PREFIX", system.settings.prefix)
+    code = readme_consumer().replace(
+        "FIXES: dict[tuple[str, str], str] = {}", f"FIXES = {{({account!r}, '坏的'): '好了'}}"
+    )
+    namespace: dict[str, Any] = {"__name__": "readme_consumer"}
+    runner = threading.Thread(target=exec, args=(code, namespace), daemon=True)
+    runner.start()
+    wait_for(
+        lambda: any(r.op == "modify" for r in system.runtime.jobs.find(account=account)),
+        what="the resubmission",
+    )
+    time.sleep(0.3)
+    namespace["stop"].set()
+    runner.join(timeout=5)
+    modifies = [r for r in system.runtime.jobs.find(account=account) if r.op == "modify"]
+    assert [(r.sign_id, r.sign) for r in modifies] == [(bad_id, "好了")]
+    assert f"enable SMS for {account} signed 【好的PASS】" in capsys.readouterr().out
+
+
+def test_deploy_accounts_file_feeds_both_the_emulator_and_signq(system: System) -> None:
+    """deploy/accounts.csv, used by docker-compose, is read by the emulator and by import."""
+    path = ROOT / "deploy" / "accounts.csv"
+    emulator_accounts = load_accounts(path)
+    assert {a["app_key"] for a in emulator_accounts} == {
+        "demo0000000000000000app1",
+        "demo0000000000000000app2",
+    }
+    assert system.runtime.accounts.import_csv(path) == 2
+    assert [a.name for a in system.runtime.accounts.all()] == ["demo-1", "demo-2"]

@@ -1,0 +1,131 @@
+"""Cleanup of unused signatures: delete tracked ones not in use and older than a threshold.
+
+Candidates come from the tracked signatures (the API cannot list them). Each chosen one becomes
+a delete job marked as cleanup, so deletes go through the rate limits, retries and events of the
+pipeline; the job queries the signature again just before deleting it, and one in use (or the
+account's default: 50105) or with an audit pending is skipped with its reason, not failed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from worker.jobs import JobError, JobSpec, Submitted
+from worker.runtime import Runtime
+from worker.settings import Settings
+from worker.store import fields, now_ms, texts
+from worker.tracker import Tracked
+
+PAGE = 1000
+_STATUS = {"approved": 1, "rejected": 2}
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What cleanup may delete."""
+
+    older_than_seconds: float
+    statuses: frozenset[int] = frozenset({1, 2})
+    accounts: frozenset[str] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Policy:
+        """The periodic cleanup's policy."""
+        return cls(
+            older_than_seconds=settings.cleanup_older_than_days * 86_400,
+            statuses=parse_statuses(settings.cleanup_statuses),
+        )
+
+
+@dataclass
+class Report:
+    """A cleanup run: what it chose and what it did."""
+
+    candidates: list[Tracked] = field(default_factory=list)
+    jobs: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+class Cleanup:
+    """Chooses and deletes unused signatures."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.keys = runtime.store.keys
+
+    def plan(self, policy: Policy) -> list[Tracked]:
+        """Tracked signatures the policy would delete, oldest first."""
+        cutoff = now_ms() - int(policy.older_than_seconds * 1000)
+        redis = self.runtime.store.redis
+        chosen: list[Tracked] = []
+        offset = 0
+        while True:
+            members = texts(
+                redis.zrangebyscore(self.keys.signatures(), "-inf", cutoff, start=offset, num=PAGE)
+            )
+            if not members:
+                return chosen
+            offset += len(members)
+            pipe = redis.pipeline(transaction=False)
+            for member in members:
+                account, _, sign_id = member.rpartition(":")
+                pipe.hgetall(self.keys.signature(account, sign_id))
+            for data in pipe.execute():
+                record = fields(data)
+                if record and _eligible(Tracked.from_hash(record), policy):
+                    chosen.append(Tracked.from_hash(record))
+
+    def run(self, policy: Policy, *, dry_run: bool) -> Report:
+        """Plan, and unless ``dry_run``, enqueue one cleanup delete per candidate."""
+        report = Report(candidates=self.plan(policy))
+        if dry_run or not report.candidates:
+            return report
+        day = datetime.now(UTC).strftime("%Y%m%d")
+        specs = [
+            JobSpec(
+                "delete",
+                t.account,
+                sign_id=t.sign_id,
+                key=f"cleanup-{t.sign_id}-{day}",
+                cleanup=True,
+            )
+            for t in report.candidates
+        ]
+        for tracked, result in zip(
+            report.candidates, self.runtime.jobs.submit_many(specs), strict=True
+        ):
+            if isinstance(result, Submitted):
+                report.jobs.append(result.job_id)
+            else:
+                report.errors.append(f"{tracked.account}:{tracked.sign_id}: {result}")
+        return report
+
+
+def _eligible(tracked: Tracked, policy: Policy) -> bool:
+    if policy.accounts is not None and tracked.account not in policy.accounts:
+        return False
+    if tracked.status not in policy.statuses or tracked.job_id:
+        return False
+    return tracked.use_status == 0
+
+
+def parse_statuses(text: str) -> frozenset[int]:
+    """``approved,rejected`` as status numbers; anything else is an error naming it."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in _STATUS]
+    if unknown or not names:
+        raise JobError(f"--status may hold approved and rejected, got {text!r}")
+    return frozenset(_STATUS[n] for n in names)
+
+
+def parse_age(text: str) -> float:
+    """``30d``, ``12h``, ``90m`` or ``45s`` in seconds."""
+    units = {"d": 86_400, "h": 3_600, "m": 60, "s": 1}
+    try:
+        value, unit = float(text[:-1]), text[-1]
+        if unit not in units or value < 0:
+            raise ValueError(text)
+    except (ValueError, IndexError):
+        raise JobError(f"--older-than must look like 30d, 12h, 90m or 45s, got {text!r}") from None
+    return value * units[unit]

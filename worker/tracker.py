@@ -1,0 +1,257 @@
+"""Tracked signatures: what signq knows of each, when to look again, and status changes.
+
+Every signature signq created or modified is tracked, and so is any a user registers (the API
+cannot list them). A sorted set orders them by next check, so a tick reads only what is due.
+Polls and callbacks report what they saw through one compare-and-set script (``observe``):
+only a real change publishes its event, once, and an audit that resolves finishes the job
+holding the account's gate and hands the gate on, in the same step.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from worker import events
+from worker.accounts import AccountError, Accounts
+from worker.jobs import Enqueue, Jobs, retention_ms
+from worker.jsms.client import JsmsClient
+from worker.jsms.errors import AuthError, InvalidSignId, JsmsError
+from worker.jsms.models import Signature, validate_sign_id
+from worker.store import Store, fields, now_ms, text, texts
+
+log = structlog.get_logger(__name__)
+CLAIM_MS = 60_000
+TRANSIENT_RETRY_MS = 30_000
+PAUSED_RETRY_MS = 60_000
+
+
+@dataclass(frozen=True)
+class Tracked:
+    """A tracked signature as stored."""
+
+    account: str
+    sign_id: int
+    sign: str | None
+    status: int | None
+    use_status: int | None
+    job_id: str | None
+    since: int
+    status_at: int | None
+    refuse_reason: str | None
+
+    @classmethod
+    def from_hash(cls, data: dict[str, str]) -> Tracked:
+        """Parse a tracked signature's hash."""
+        return cls(
+            account=data["account"],
+            sign_id=int(data["sign_id"]),
+            sign=data.get("sign") or None,
+            status=int(data["status"]) if data.get("status") else None,
+            use_status=int(data["use_status"]) if data.get("use_status") else None,
+            job_id=data.get("job_id") or None,
+            since=int(float(data.get("since") or 0)),
+            status_at=int(float(data["status_at"])) if data.get("status_at") else None,
+            refuse_reason=data.get("refuse_reason") or None,
+        )
+
+
+class Tracker:
+    """Registration, polling and status changes of tracked signatures."""
+
+    def __init__(
+        self, store: Store, accounts: Accounts, jobs: Jobs, client: JsmsClient, enqueue: Enqueue
+    ) -> None:
+        self.store = store
+        self.keys = store.keys
+        self.settings = store.settings
+        self.accounts = accounts
+        self.jobs = jobs
+        self.client = client
+        self.enqueue = enqueue
+
+    def track(self, account: str, sign_ids: list[int]) -> int:
+        """Register existing signatures to watch; returns how many were new. Due at once."""
+        self.accounts.require(account)
+        ids = [validate_sign_id(s) for s in sign_ids]
+        now = now_ms()
+        pipe = self.store.redis.pipeline(transaction=False)
+        for sign_id in ids:
+            key = self.keys.signature(account, sign_id)
+            pipe.hsetnx(key, "account", account)
+            pipe.hsetnx(key, "sign_id", sign_id)
+            pipe.hsetnx(key, "since", now)
+            member = f"{account}:{sign_id}"
+            pipe.zadd(self.keys.due(), {member: now}, nx=True)
+            pipe.zadd(self.keys.signatures(), {member: now}, nx=True)
+        replies = pipe.execute()
+        return sum(1 for n in range(len(ids)) if replies[n * 5])
+
+    def get(self, account: str, sign_id: int) -> Tracked | None:
+        """A tracked signature, or None."""
+        data = fields(self.store.redis.hgetall(self.keys.signature(account, sign_id)))
+        return Tracked.from_hash(data) if data else None
+
+    def claim_due(self, limit: int) -> list[str]:
+        """Take up to ``limit`` due signatures for polling (``account:sign_id`` members)."""
+        return texts(self.store.run("claim", limit, CLAIM_MS))
+
+    def poll(self, members: list[str]) -> list[str]:
+        """Poll each claimed signature and report what was seen; returns the outcomes."""
+        return [self.poll_one(member) for member in members]
+
+    def poll_one(self, member: str) -> str:
+        """Query one signature at the API and apply what came back."""
+        account, _, raw_id = member.rpartition(":")
+        sign_id = int(raw_id)
+        s = self.settings
+        reply = self.store.run(
+            "poll", account, s.rate_limit, s.rate_burst, s.account_rate_limit, s.account_rate_burst
+        )
+        kind = text(reply[0])
+        if kind == "no_account":
+            self._forget(member)
+            return kind
+        if kind in ("paused", "throttled"):
+            wait = int(text(reply[1])) if kind == "throttled" else PAUSED_RETRY_MS
+            self._later(member, wait)
+            return kind
+        try:
+            creds = self.accounts.credentials(account, text(reply[1]), text(reply[2]))
+            signature = self.client.query(creds, sign_id)
+        except InvalidSignId:
+            return self.observe_gone(account, sign_id)
+        except AuthError as exc:
+            self.accounts.pause(account, str(exc))
+            self._later(member, PAUSED_RETRY_MS)
+            return "paused"
+        except (JsmsError, AccountError) as exc:
+            log.warning("poll_failed", account=account, sign_id=sign_id, error=str(exc))
+            self._later(member, TRANSIENT_RETRY_MS)
+            return "failed"
+        return self.observe(account, signature)
+
+    def observe(self, account: str, signature: Signature, *, reason: str | None = None) -> str:
+        """Apply an observed status (from a poll or a callback): compare-and-set."""
+        base = {
+            "sign_id": signature.sign_id,
+            "status": int(signature.status),
+            "use_status": signature.use_status,
+            "reason": reason,
+        }
+        templates = {
+            "approved": events.make("signature.approved", account, **base),
+            "rejected": events.make("signature.rejected", account, **base),
+            "use_changed": events.make("signature.use_changed", account, **base),
+            "gone": "{}",
+        }
+        return self._observe(
+            account,
+            signature.sign_id,
+            status=int(signature.status),
+            use_status=signature.use_status,
+            reason=reason,
+            templates=templates,
+        )
+
+    def observe_result(
+        self, account: str, sign_id: int, status: int, *, reason: str | None = None
+    ) -> str:
+        """Apply an audit result pushed by a callback (status and reason, no use status)."""
+        base = {"sign_id": sign_id, "status": status, "reason": reason}
+        templates = {
+            "approved": events.make("signature.approved", account, **base),
+            "rejected": events.make("signature.rejected", account, **base),
+            "use_changed": "{}",
+            "gone": "{}",
+        }
+        return self._observe(
+            account, sign_id, status=status, use_status=None, reason=reason, templates=templates
+        )
+
+    def observe_gone(self, account: str, sign_id: int) -> str:
+        """The API no longer knows the signature (50102): stop tracking it, say so."""
+        gone = events.make(
+            "signature.deleted",
+            account,
+            sign_id=sign_id,
+            missing=True,
+            reason="not found at the API",
+        )
+        return self._observe(
+            account, sign_id, status=None, use_status=0, reason=None, templates={"gone": gone}
+        )
+
+    def _observe(
+        self,
+        account: str,
+        sign_id: int,
+        *,
+        status: int | None,
+        use_status: int | None,
+        reason: str | None,
+        templates: dict[str, str],
+    ) -> str:
+        s = self.settings
+        spec: dict[str, Any] = {
+            "account": account,
+            "sign_id": sign_id,
+            "use_status": use_status,
+            "reason": reason,
+            "retention": retention_ms(s.job_retention_days),
+            "delays": {
+                "pending_ms": int(s.poll_initial_seconds * 1000),
+                "max_ms": int(s.poll_max_seconds * 1000),
+                "resolved_ms": int(s.poll_resolved_seconds * 1000),
+                "jitter": random.uniform(0.8, 1.2),  # noqa: S311 - spreading polls, not security
+            },
+            "events": templates,
+        }
+        if status is not None:
+            spec["status"] = status
+        what, next_job = (
+            text(x) for x in self.store.run("observe", json.dumps(spec, ensure_ascii=False))
+        )
+        if next_job:
+            self.enqueue([next_job])
+        if what not in ("same", "untracked"):
+            log.info(
+                "signature_observed", account=account, sign_id=sign_id, what=what, status=status
+            )
+        return what
+
+    def adopt(self, account: str, sign_id: int) -> str | None:
+        """A callback for an unknown sign id settles the account's unconfirmed create, if any.
+
+        Returns the adopted job's id.
+        """
+        holder = text(self.store.redis.get(self.keys.gate(account)))
+        record = self.jobs.get(holder) if holder else None
+        if record is None or record.state != "unconfirmed" or record.op != "create":
+            return None
+        self.jobs.confirm(record.id, sign_id, by="callback")
+        log.info("unconfirmed_create_adopted", account=account, sign_id=sign_id, job_id=record.id)
+        return record.id
+
+    def _later(self, member: str, delay_ms: int) -> None:
+        self.store.redis.zadd(self.keys.due(), {member: now_ms() + delay_ms}, xx=True)
+
+    def _forget(self, member: str) -> None:
+        account, _, sign_id = member.rpartition(":")
+        pipe = self.store.redis.pipeline(transaction=False)
+        pipe.delete(self.keys.signature(account, sign_id))
+        pipe.zrem(self.keys.due(), member)
+        pipe.zrem(self.keys.signatures(), member)
+        pipe.execute()
+
+    def counts(self) -> dict[str, int]:
+        """Tracked signatures: how many, and how many are due now."""
+        redis = self.store.redis
+        return {
+            "tracked": int(redis.zcard(self.keys.signatures())),
+            "due": int(redis.zcount(self.keys.due(), "-inf", now_ms())),
+        }
