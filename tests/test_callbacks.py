@@ -172,3 +172,20 @@ def test_the_emulator_pushes_and_the_change_arrives_without_polling(
     assert time.monotonic() - started < 3
     (event,) = [e for e in system.events(account) if e["type"] == "signature.rejected"]
     assert event["reason"]
+
+
+def test_receiver_serves_its_metrics(receiver: ThreadedServer, system: System) -> None:
+    """/metrics on the receiver counts callback results."""
+    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+
+    account = system.tenant()
+    httpx.post(f"{receiver.url}/callbacks/{account}", data={"nonce": "1"})
+    families = text_string_to_metric_families(httpx.get(f"{receiver.url}/metrics").text)
+    counted = {
+        sample.labels["result"]: sample.value
+        for family in families
+        if family.name == "signq_callback_results"
+        for sample in family.samples
+        if sample.name == "signq_callback_results_total"
+    }
+    assert counted.get("malformed", 0) >= 1

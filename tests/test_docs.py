@@ -82,3 +82,16 @@ def test_deploy_accounts_file_feeds_both_the_emulator_and_signq(system: System) 
     }
     assert system.runtime.accounts.import_csv(path) == 2
     assert [a.name for a in system.runtime.accounts.all()] == ["demo-1", "demo-2"]
+
+
+def test_every_setting_is_in_the_readme_table() -> None:
+    """The README's configuration table names every environment variable Settings reads."""
+    from dataclasses import fields  # noqa: PLC0415
+
+    from worker.settings import Settings  # noqa: PLC0415
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("## Configuration") :]
+    names = [f"SIGNQ_{f.name.upper()}" for f in fields(Settings) if f.name != "redis_explicit"]
+    missing = [name for name in names if f"`{name}`" not in table]
+    assert missing == []

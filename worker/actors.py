@@ -12,7 +12,7 @@ import dramatiq
 import structlog
 from dramatiq import Actor, Broker
 
-from worker import logs
+from worker import logs, metrics
 from worker.broker import CLEANUP, JOB_EXHAUSTED, POLL, REAP, RUN_JOB, build_broker, track_queue
 from worker.pipeline import RetryLater
 from worker.runtime import Runtime
@@ -22,6 +22,10 @@ UNEXPECTED_ERROR_RETRIES = 5
 SETTINGS = Settings.from_env()
 logs.configure(SETTINGS.log_level, SETTINGS.log_format)
 broker = build_broker(SETTINGS)
+if metrics.prepare_worker(SETTINGS):
+    from dramatiq.middleware.prometheus import Prometheus  # after prepare_worker, by design
+
+    broker.add_middleware(Prometheus())
 dramatiq.set_broker(broker)
 _runtime: Runtime | None = None
 

@@ -8,6 +8,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.message import Message
 
 from worker.keys import Keys
+from worker.middleware import LogContext
 from worker.settings import Settings
 from worker.store import Store
 
@@ -37,6 +38,7 @@ def build_broker(settings: Settings) -> RedisBroker:
         heartbeat_timeout=int(settings.heartbeat_timeout * 1000),
         maintenance_chance=settings.maintenance_chance,
     )
+    broker.add_middleware(LogContext())
     broker.declare_queue(settings.queue)
     broker.declare_queue(track_queue(settings))
     return broker

@@ -33,6 +33,7 @@ from worker.jsms.callback import (
     sign_audit_result,
     verify_callback,
 )
+from worker.metrics import metrics
 from worker.runtime import Runtime
 from worker.store import fields
 
@@ -57,6 +58,7 @@ class Receiver:
         form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
         status, body = await run_in_threadpool(self.apply, account, form)
         self.results[body.get("result", "error")] += 1
+        metrics().callbacks.labels(body.get("result", "error")).inc()
         return JSONResponse(body, status_code=status)
 
     def apply(self, account: str, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
@@ -112,10 +114,16 @@ def build_app(runtime: Runtime) -> Starlette:
     async def healthz(_request: Request) -> Response:
         return JSONResponse({"ok": True, "results": dict(receiver.results)})
 
+    async def exposition(_request: Request) -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest  # noqa: PLC0415
+
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
     app = Starlette(
         routes=[
             Route("/callbacks/{account}", receiver.handle, methods=["GET", "POST"]),
             Route("/healthz", healthz),
+            Route("/metrics", exposition),
         ]
     )
     app.state.receiver = receiver

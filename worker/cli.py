@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     _submit_parser(commands)
     _jobs_parser(commands)
     _tracking_parsers(commands)
+    _operator_parsers(commands)
     work = commands.add_parser("worker", help="run Dramatiq workers on signq's actors")
     work.add_argument("--processes", type=int, default=os.cpu_count() or 1)
     work.add_argument("--threads", type=int, default=8)
@@ -91,7 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
     work.set_defaults(handler=commands_.worker)
 
     demo = commands.add_parser("demo", help="run the main job end to end on embedded defaults")
-    demo.add_argument("--audit-delay", type=float, default=0.5)
+    demo.add_argument("--tenants", type=int, default=30)
+    demo.add_argument("--signatures", type=int, default=300)
+    demo.add_argument("--reject-every", type=int, default=10, help="every Nth is rejected first")
+    demo.add_argument("--audit-delay", type=float, default=0.3, help="seconds per audit")
+    demo.add_argument("--threads", type=int, default=8)
+    demo.add_argument("--timeout", type=float, default=120.0)
+    demo.add_argument("--verbose", action="store_true", help="show the system's own logs")
+    live = demo.add_mutually_exclusive_group()
+    live.add_argument("--live", dest="live", action="store_true", default=None)
+    live.add_argument("--no-live", dest="live", action="store_false")
     demo.set_defaults(handler=_demo)
     return parser
 
@@ -162,6 +172,7 @@ def _jobs_parser(commands: Any) -> None:
         ("cancel", "cancel a queued or parked job"),
         ("abandon", "give up a pending or unconfirmed audit; the gate moves on"),
         ("confirm", "settle an unconfirmed create with the sign id found at the API"),
+        ("retry", "run a failed or cancelled job again"),
     ):
         sub = jobs.add_parser(action, help=text)
         sub.add_argument("job_id")
@@ -201,6 +212,24 @@ def _tracking_parsers(commands: Any) -> None:
     cleanup.add_argument("--account", action="append", help="only these accounts")
     cleanup.add_argument("--status", default="approved,rejected")
     cleanup.set_defaults(handler=commands_.cleanup)
+
+
+def _operator_parsers(commands: Any) -> None:
+    onboard = commands.add_parser("onboard", help="enqueue a CSV or JSONL file of signatures")
+    onboard.add_argument("file", help="rows: account, sign, type, remark, images, key")
+    onboard.add_argument("--strict", action="store_true", help="enqueue nothing if a row is bad")
+    onboard.add_argument("--wait", action="store_true", help="follow until every row finished")
+    onboard.set_defaults(handler=commands_.onboard)
+
+    status = commands.add_parser("status", help="queues, jobs, gates, accounts, scheduler")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=commands_.status)
+
+    dlq = commands.add_parser("dlq", help="Dramatiq's dead-letter queues")
+    dlq.add_argument("action", choices=["list", "show", "retry", "purge"])
+    dlq.add_argument("ids", nargs="*", help="message ids (show, retry)")
+    dlq.add_argument("--all", action="store_true", help="retry every dead letter")
+    dlq.set_defaults(handler=commands_.dlq)
 
 
 def _emulator(args: argparse.Namespace, settings: Settings) -> int:
@@ -249,6 +278,21 @@ def _emulator(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.demo import run_round_trip  # noqa: PLC0415
+    from worker import logs  # noqa: PLC0415
+    from worker.demo import DemoOptions, run  # noqa: PLC0415
 
-    return run_round_trip(settings, audit_delay=args.audit_delay)
+    if not args.verbose:
+        logs.configure("WARNING", settings.log_format)  # the demo's own view is the output
+
+    if args.tenants < 1 or args.signatures < args.tenants:
+        raise UsageError("--tenants must be at least 1 and --signatures at least --tenants")
+    options = DemoOptions(
+        tenants=args.tenants,
+        signatures=args.signatures,
+        reject_every=args.reject_every,
+        audit_delay=args.audit_delay,
+        threads=args.threads,
+        timeout=args.timeout,
+        live=args.live,
+    )
+    return 0 if run(settings, options).ok else 1

@@ -169,6 +169,9 @@ def jobs_action(args: argparse.Namespace, settings: Settings) -> int:
     try:
         if args.action == "confirm":
             rt.jobs.confirm(args.job_id, args.sign_id)
+        elif args.action == "retry":
+            print(f"job {args.job_id}: {rt.jobs.retry(args.job_id)}")
+            return 0
         elif args.action == "abandon":
             rt.jobs.abandon(args.job_id)
         else:
@@ -181,6 +184,9 @@ def jobs_action(args: argparse.Namespace, settings: Settings) -> int:
 
 def worker(args: argparse.Namespace, settings: Settings) -> int:
     """`signq worker`: Dramatiq's worker on signq's actors, as `dramatiq worker.actors`."""
+    from worker.metrics import prepare_worker  # noqa: PLC0415
+
+    prepare_worker(settings, fresh=True)  # no worker process has started yet
     argv = [
         sys.executable,
         "-m",
@@ -252,7 +258,15 @@ def scheduler(args: argparse.Namespace, settings: Settings) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    sched = runtime(settings).scheduler(args.node)
+    rt = runtime(settings)
+    if settings.metrics_port > 0:
+        from prometheus_client import REGISTRY, start_http_server  # noqa: PLC0415
+
+        from worker.metrics import RedisState  # noqa: PLC0415
+
+        REGISTRY.register(RedisState(rt))
+        start_http_server(settings.metrics_port, addr=settings.metrics_host)
+    sched = rt.scheduler(args.node)
     structlog.get_logger("worker.scheduler").info("scheduler_started", node=sched.node)
     sched.run(stop)
     return 0
@@ -373,3 +387,144 @@ def _csv_rows(path: Path, columns: set[str]) -> list[dict[str, str]]:
     if missing:
         raise CommandError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
     return list(reader)
+
+
+def onboard(args: argparse.Namespace, settings: Settings) -> int:
+    """`signq onboard FILE`: check every row, enqueue the good ones, optionally wait."""
+    from worker import onboarding  # noqa: PLC0415
+
+    rt = runtime(settings)
+    live = sys.stdout.isatty()
+    try:
+        if live:
+            from rich.progress import Progress  # noqa: PLC0415
+
+            with Progress(transient=True) as bar:
+                task = bar.add_task("enqueueing", total=None)
+
+                def advance(total: int, done: list[Any]) -> None:
+                    bar.update(task, total=total, advance=len(done))
+
+                report = onboarding.onboard(
+                    Path(args.file), rt, strict=args.strict, progress=advance
+                )
+        else:
+
+            def lines(_total: int, done: list[Any]) -> None:
+                for row, result in done:
+                    if isinstance(result, Exception):
+                        continue
+                    print(
+                        json.dumps(
+                            {
+                                "line": row.line,
+                                "job_id": result.job_id,
+                                "state": result.state,
+                                "duplicate": result.duplicate,
+                            }
+                        )
+                    )
+
+            report = onboarding.onboard(Path(args.file), rt, strict=args.strict, progress=lines)
+    except onboarding.OnboardError as exc:
+        raise CommandError(str(exc)) from None
+    for bad in report.bad:
+        print(f"{args.file}:{bad.line}: {bad.reason}", file=sys.stderr)
+    print(
+        f"{report.rows} row(s): {report.enqueued} enqueued, {report.duplicates} already "
+        f"submitted, {len(report.bad)} bad",
+        file=sys.stderr,
+    )
+    if not args.wait:
+        return 1 if report.bad else 0
+    tally = onboarding.wait(rt, list(report.jobs.values()), on_tally=_tally_printer(live))
+    print(json.dumps({"final": dict(tally)}), file=sys.stderr)
+    return 1 if report.bad or tally.get("failed") else 0
+
+
+def _tally_printer(live: bool) -> Any:
+    last: list[str] = []
+
+    def show(tally: Any) -> None:
+        line = ", ".join(f"{state}: {n}" for state, n in sorted(tally.items()))
+        if line != (last[0] if last else None):
+            last[:] = [line]
+            print(line if live else json.dumps({"tally": dict(tally)}), file=sys.stderr)
+
+    return show
+
+
+def status(args: argparse.Namespace, settings: Settings) -> int:
+    """`signq status [--json]`."""
+    from worker.status import collect  # noqa: PLC0415
+
+    state = collect(runtime(settings))
+    if args.json:
+        print(json.dumps(state, ensure_ascii=False))
+        return 0
+    from rich.console import Console  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
+    table = Table(title="signq status", show_header=False)
+    for name, depths in state["queues"].items():
+        table.add_row(f"queue {name}", ", ".join(f"{k} {v}" for k, v in depths.items()))
+    jobs = {k: v for k, v in state["jobs"]["by_state"].items() if v}
+    table.add_row("jobs", ", ".join(f"{k} {v}" for k, v in jobs.items()) or "none")
+    accounts = state["accounts"]
+    table.add_row(
+        "accounts",
+        f"{accounts['total']} ({accounts['audit_pending']} with an audit "
+        f"pending; paused: {', '.join(accounts['paused']) or 'none'}; blocked: "
+        f"{', '.join(accounts['blocked']) or 'none'})",
+    )
+    table.add_row("parked jobs", str(state["parked_jobs"]))
+    sigs = state["signatures"]
+    table.add_row(
+        "signatures",
+        f"{sigs['tracked']} tracked, {sigs['due']} due; "
+        + ", ".join(f"{k} {v}" for k, v in sigs["by_status"].items() if v),
+    )
+    sched = state["scheduler"]
+    table.add_row(
+        "scheduler",
+        f"leader {sched['leader'] or 'none'}, {sched['ticks']} ticks, "
+        f"last {sched['last_tick_ms']} ms for {sched['last_tick_due']} due",
+    )
+    table.add_row("events", f"{state['events']['length']} (last {state['events']['last_id']})")
+    Console().print(table)
+    return 0
+
+
+def dlq(args: argparse.Namespace, settings: Settings) -> int:
+    """`signq dlq list | show ID | retry [ID ...|--all] | purge`."""
+    from worker.dlq import DeadLetters  # noqa: PLC0415
+
+    letters = DeadLetters(runtime(settings))
+    try:
+        if args.action == "list":
+            for letter in letters.all():
+                print(
+                    json.dumps(
+                        {
+                            "id": letter.id,
+                            "queue": letter.queue,
+                            "actor": letter.actor,
+                            "args": letter.args,
+                            "dead_at": letter.dead_at,
+                        }
+                    )
+                )
+        elif args.action == "show":
+            if not args.ids:
+                raise CommandError("name the dead letter to show")
+            print(json.dumps(letters.show(args.ids[0]).raw, ensure_ascii=False, indent=2))
+        elif args.action == "retry":
+            if not args.ids and not args.all:
+                raise CommandError("name the dead letters to retry, or --all")
+            for line in letters.retry(None if args.all else args.ids):
+                print(line)
+        else:
+            print(f"{letters.purge()} dead letter(s) purged")
+    except JobError as exc:
+        raise CommandError(str(exc)) from None
+    return 0

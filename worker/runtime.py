@@ -10,6 +10,7 @@ from worker.accounts import Accounts, SecretBox
 from worker.broker import Enqueuer, build_broker
 from worker.jobs import Jobs
 from worker.jsms.client import JsmsClient
+from worker.metrics import metrics
 from worker.pipeline import Pipeline
 from worker.reaper import Reaper
 from worker.scheduler import Scheduler, Senders
@@ -48,6 +49,8 @@ class Runtime:
         accounts = Accounts(store, SecretBox(settings.secret_key))
         jobs = Jobs(store, accounts, enqueue)
         client = client or JsmsClient.from_settings(settings)
+        if client.observer is None:
+            client.observer = metrics().observe_api
         pipeline = Pipeline(store, accounts, jobs, client, enqueue)
         tracker = Tracker(store, accounts, jobs, client, enqueue)
         return cls(

@@ -22,6 +22,8 @@ class Settings:
     """Everything signq can be configured with; see the README's configuration table."""
 
     redis_url: str = DEFAULT_REDIS_URL
+    # True when the environment named a Redis (the demo then uses it, not an embedded one).
+    redis_explicit: bool = False
     api_url: str = DEFAULT_API_URL
     prefix: str = "signq"
     # The JSMS client.
@@ -79,6 +81,7 @@ class Settings:
     callback_max_age_seconds: float = 300.0
     # Metrics (0: no endpoint).
     metrics_port: int = 0
+    metrics_host: str = "0.0.0.0"  # noqa: S104 - scraped from outside a container
     # Events.
     events_maxlen: int = 1_000_000
 
@@ -90,8 +93,9 @@ class Settings:
         redis_url = env.get("SIGNQ_REDIS_URL") or env.get("REDIS_URL")
         if redis_url:
             values["redis_url"] = redis_url
+            values["redis_explicit"] = True
         for spec in fields(cls):
-            if spec.name == "redis_url":
+            if spec.name in ("redis_url", "redis_explicit"):
                 continue
             name = f"SIGNQ_{spec.name.upper()}"
             raw = env.get(name)

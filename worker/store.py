@@ -16,6 +16,7 @@ from typing import Any
 import redis
 
 from worker.keys import Keys
+from worker.metrics import metrics
 from worker.settings import Settings
 
 
@@ -109,6 +110,7 @@ class Store:
                 "claim",
                 "poll",
                 "observe",
+                "retry",
             )
         }
 
@@ -120,6 +122,10 @@ class Store:
     def apply(self, change: Change) -> Applied:
         """Apply a change to a job atomically."""
         applied, previous, next_job = self.run("apply", change.to_json())
+        if int(applied):
+            counter = metrics().events
+            for event in change.events:
+                counter.labels(json.loads(event)["type"]).inc()
         return Applied(bool(int(applied)), str(previous), str(next_job) or None)
 
     def repair(self, account: str) -> tuple[str, str | None]:

@@ -22,6 +22,7 @@ from worker.jobs import Enqueue, Jobs, retention_ms
 from worker.jsms.client import JsmsClient
 from worker.jsms.errors import AuthError, InvalidSignId, JsmsError
 from worker.jsms.models import Signature, validate_sign_id
+from worker.metrics import metrics
 from worker.store import Store, fields, now_ms, text, texts
 
 log = structlog.get_logger(__name__)
@@ -98,11 +99,21 @@ class Tracker:
 
     def claim_due(self, limit: int) -> list[str]:
         """Take up to ``limit`` due signatures for polling (``account:sign_id`` members)."""
-        return texts(self.store.run("claim", limit, CLAIM_MS))
+        reply = texts(self.store.run("claim", limit, CLAIM_MS))
+        members, due_at = reply[0::2], reply[1::2]
+        now = now_ms()
+        lag = metrics().poll_lag
+        for score in due_at:
+            lag.observe(max(0.0, (now - float(score)) / 1000))
+        return members
 
     def poll(self, members: list[str]) -> list[str]:
         """Poll each claimed signature and report what was seen; returns the outcomes."""
-        return [self.poll_one(member) for member in members]
+        outcomes = [self.poll_one(member) for member in members]
+        counter = metrics().polls
+        for outcome in outcomes:
+            counter.labels(outcome).inc()
+        return outcomes
 
     def poll_one(self, member: str) -> str:
         """Query one signature at the API and apply what came back."""
@@ -218,6 +229,10 @@ class Tracker:
         )
         if next_job:
             self.enqueue([next_job])
+        if what == "gone":
+            metrics().events.labels("signature.deleted").inc()
+        elif what == "changed" and status in (1, 2):
+            metrics().events.labels(f"signature.{'approved' if status == 1 else 'rejected'}").inc()
         if what not in ("same", "untracked"):
             log.info(
                 "signature_observed", account=account, sign_id=sign_id, what=what, status=status

@@ -1,0 +1,71 @@
+"""The demo, as a user runs it on a fresh machine: embedded Redis, everything in one command."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_runs_end_to_end_with_zero_loss_and_zero_50103() -> None:
+    """`signq demo` at a small size, with no SIGNQ_REDIS_URL: it starts its own redis-server,
+    onboards, fixes rejections, cleans up, and reports nothing lost and no 50103."""
+    env = {k: v for k, v in os.environ.items() if k not in ("SIGNQ_REDIS_URL", "REDIS_URL")}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "worker",
+            "demo",
+            "--tenants",
+            "4",
+            "--signatures",
+            "20",
+            "--reject-every",
+            "5",
+            "--audit-delay",
+            "0.2",
+            "--no-live",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+        check=False,
+    )
+    out = result.stdout
+    assert result.returncode == 0, out[-3000:] + result.stderr[-3000:]
+    assert "redis: embedded redis-server on redis://127.0.0.1:" in out
+
+    def count(label: str) -> int:
+        match = re.search(rf"{re.escape(label)}\s*│\s*(\d+)", out)
+        assert match, f"{label!r} not in the summary"
+        return int(match.group(1))
+
+    assert count("signatures onboarded") == 23
+    assert count("rejected, fixed, then approved") == 4
+    assert count("approved") == 19
+    assert count("deleted by cleanup") == 1
+    assert count("refused by cleanup (in use or default)") == 2
+    assert count("lost") == 0
+    assert count("failed") == 0
+    assert count("50103 answers (must be 0)") == 0
+    assert "OK: nothing lost" in out
+
+
+def test_demo_refuses_nonsense_sizes() -> None:
+    """Sizes that make no sense are refused with a clear error."""
+    result = subprocess.run(
+        [sys.executable, "-m", "worker", "demo", "--tenants", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "--tenants must be at least 1" in result.stderr

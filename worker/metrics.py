@@ -1,0 +1,167 @@
+"""Prometheus metrics: Dramatiq's own plus signq's, correct across worker processes.
+
+In worker processes (``signq worker``), ``prepare_worker`` points prometheus-client's
+multiprocess mode and Dramatiq's Prometheus middleware at one directory before either is
+imported; the middleware's exposition process then serves every process's metrics together on
+``SIGNQ_METRICS_PORT``. The scheduler serves its own (with gauges read from Redis at scrape
+time) on the same setting, and the callback receiver at ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from worker.settings import Settings
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_WAIT_BUCKETS = (0.1, 1, 5, 30, 60, 300, 900, 3600, 4 * 3600, 86_400, 7 * 86_400)
+
+
+def metrics_dir(settings: Settings) -> Path:
+    """Where worker processes keep their metric files."""
+    return Path(tempfile.gettempdir()) / f"signq-metrics-{settings.prefix}-{settings.metrics_port}"
+
+
+def prepare_worker(settings: Settings, *, fresh: bool = False) -> bool:
+    """Set the environment that multiprocess metrics need; True when metrics are on.
+
+    Must run before ``prometheus_client`` and ``dramatiq.middleware.prometheus`` are imported;
+    ``fresh`` empties the directory (only before any worker process has started).
+    """
+    if settings.metrics_port <= 0:
+        return False
+    path = metrics_dir(settings)
+    if fresh and path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    # Dramatiq's Prometheus middleware reads these exact lowercase names.
+    os.environ["dramatiq_prom_db"] = str(path)  # noqa: SIM112
+    os.environ["dramatiq_prom_port"] = str(settings.metrics_port)  # noqa: SIM112
+    os.environ["dramatiq_prom_host"] = settings.metrics_host  # noqa: SIM112
+    return True
+
+
+class Metrics:
+    """signq's own metrics."""
+
+    def __init__(self) -> None:
+        from prometheus_client import Counter, Histogram  # noqa: PLC0415
+
+        self.api_requests = Counter(
+            "signq_api_requests_total",
+            "JSMS API requests by operation and JSMS code.",
+            ["operation", "code"],
+        )
+        self.api_seconds = Histogram(
+            "signq_api_request_seconds",
+            "JSMS API request latency.",
+            ["operation"],
+            buckets=_LATENCY_BUCKETS,
+        )
+        self.retries = Counter(
+            "signq_job_retries_total", "Jobs rescheduled after a transient failure.", ["op"]
+        )
+        self.uncertain = Counter(
+            "signq_uncertain_outcomes_total", "Submissions whose outcome was unknown.", ["op"]
+        )
+        self.jobs_finished = Counter(
+            "signq_jobs_finished_total", "Jobs reaching a final state.", ["op", "state"]
+        )
+        self.gate_wait = Histogram(
+            "signq_gate_wait_seconds",
+            "Time from a submission's acceptance to its first attempt (parked behind the gate).",
+            buckets=_WAIT_BUCKETS,
+        )
+        self.poll_lag = Histogram(
+            "signq_poll_lag_seconds",
+            "How late due signatures were claimed for polling.",
+            buckets=_LATENCY_BUCKETS,
+        )
+        self.polls = Counter("signq_polls_total", "Signature polls by outcome.", ["outcome"])
+        self.events = Counter("signq_events_published_total", "Events published by type.", ["type"])
+        self.callbacks = Counter(
+            "signq_callback_results_total", "Audit callbacks by result.", ["result"]
+        )
+
+    def observe_api(self, operation: str, code: int | None, seconds: float) -> None:
+        """The JSMS client's observer: one call per HTTP attempt."""
+        self.api_requests.labels(operation, str(code) if code is not None else "none").inc()
+        self.api_seconds.labels(operation).observe(seconds)
+
+
+@cache
+def metrics() -> Metrics:
+    """This process's metrics, created on first use (after ``prepare_worker``)."""
+    return Metrics()
+
+
+class RedisState:
+    """A collector of gauges read from Redis at scrape time (served by the scheduler)."""
+
+    def __init__(self, runtime: Any) -> None:
+        self.runtime = runtime
+
+    def collect(self) -> Iterator[Any]:
+        """Queue depths, gates, parked jobs, tracked and due signatures, account states."""
+        from prometheus_client.core import GaugeMetricFamily  # noqa: PLC0415
+
+        from worker.status import collect  # noqa: PLC0415
+
+        started = time.perf_counter()
+        state = collect(self.runtime)
+        queue = GaugeMetricFamily(
+            "signq_queue_messages", "Messages by queue and kind.", labels=["queue", "kind"]
+        )
+        for name, depths in state["queues"].items():
+            for kind, value in depths.items():
+                queue.add_metric([name, kind], value)
+        yield queue
+        jobs = GaugeMetricFamily(
+            "signq_jobs", "Jobs by state (finished ones within retention).", labels=["state"]
+        )
+        for name, value in state["jobs"]["by_state"].items():
+            jobs.add_metric([name], value)
+        yield jobs
+        yield GaugeMetricFamily(
+            "signq_parked_jobs",
+            "Jobs waiting for their account's gate.",
+            value=state["parked_jobs"],
+        )
+        yield GaugeMetricFamily(
+            "signq_gates_held",
+            "Accounts with an audit pending or being sent.",
+            value=state["accounts"]["audit_pending"],
+        )
+        accounts = GaugeMetricFamily(
+            "signq_accounts", "Accounts by condition.", labels=["condition"]
+        )
+        accounts.add_metric(["total"], state["accounts"]["total"])
+        accounts.add_metric(["paused"], len(state["accounts"]["paused"]))
+        accounts.add_metric(["blocked"], len(state["accounts"]["blocked"]))
+        yield accounts
+        yield GaugeMetricFamily(
+            "signq_tracked_signatures", "Tracked signatures.", value=state["signatures"]["tracked"]
+        )
+        yield GaugeMetricFamily(
+            "signq_due_signatures",
+            "Tracked signatures due for a check.",
+            value=state["signatures"]["due"],
+        )
+        yield GaugeMetricFamily(
+            "signq_events_stream_length",
+            "Entries in the events stream.",
+            value=state["events"]["length"],
+        )
+        yield GaugeMetricFamily(
+            "signq_state_scrape_seconds",
+            "Time to read this state.",
+            value=time.perf_counter() - started,
+        )

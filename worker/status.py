@@ -1,0 +1,94 @@
+"""`signq status`: one look at everything an operator asks about first."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from worker.broker import track_queue
+from worker.jobs import STATES
+from worker.runtime import Runtime
+from worker.store import fields, now_ms, text, texts
+
+PAGE = 5000
+
+
+def queue_depths(runtime: Runtime) -> dict[str, dict[str, int]]:
+    """Ready, delayed and dead-lettered messages of each of signq's queues."""
+    ns = runtime.store.keys.dramatiq_namespace()
+    r = runtime.store.redis
+    depths = {}
+    for queue in (runtime.settings.queue, track_queue(runtime.settings)):
+        pipe = r.pipeline(transaction=False)
+        pipe.llen(f"{ns}:{queue}")
+        pipe.llen(f"{ns}:{queue}.DQ")
+        pipe.zcard(f"{ns}:{queue}.XQ")
+        ready, delayed, dead = pipe.execute()
+        depths[queue] = {"ready": ready, "delayed": delayed, "dead_letters": dead}
+    return depths
+
+
+def collect(runtime: Runtime) -> dict[str, Any]:
+    """Everything `signq status` shows, as one JSON-ready dict."""
+    keys = runtime.store.keys
+    r = runtime.store.redis
+    pipe = r.pipeline(transaction=False)
+    for state in STATES:
+        pipe.zcard(keys.jobs_by_state(state))
+    for name in ("gates", "outbox", "inflight", "probes", "unconfirmed", "signatures"):
+        pipe.zcard(getattr(keys, name)()) if name != "gates" else pipe.scard(keys.gates())
+    pipe.zcount(keys.due(), "-inf", now_ms())
+    pipe.get(keys.leader())
+    pipe.pttl(keys.leader())
+    pipe.hgetall(keys.ticks())
+    pipe.xlen(keys.events())
+    pipe.xrevrange(keys.events(), count=1)
+    replies = iter(pipe.execute())
+    jobs = {state: next(replies) for state in STATES}
+    gates, outbox, inflight, probes, unconfirmed, tracked = (next(replies) for _ in range(6))
+    due = next(replies)
+    leader, leader_ttl, ticks = text(next(replies)), next(replies), fields(next(replies))
+    stream_length, last = next(replies), next(replies)
+    accounts = runtime.accounts.all()
+    return {
+        "queues": queue_depths(runtime),
+        "jobs": {"by_state": jobs, "outbox": outbox, "in_flight": inflight},
+        "accounts": {
+            "total": len(accounts),
+            "audit_pending": gates,
+            "paused": [a.name for a in accounts if a.status == "paused"],
+            "blocked": [a.name for a in accounts if a.blocked],
+            "probes_scheduled": probes,
+            "unconfirmed_jobs": unconfirmed,
+        },
+        "parked_jobs": jobs["parked"],
+        "signatures": {"tracked": tracked, "due": due, "by_status": _by_status(runtime)},
+        "scheduler": {
+            "leader": leader or None,
+            "lease_ms": leader_ttl if leader else None,
+            "last_tick_at": int(ticks["at"]) if ticks.get("at") else None,
+            "last_tick_ms": float(ticks["ms"]) if ticks.get("ms") else None,
+            "last_tick_due": int(ticks["due"]) if ticks.get("due") else None,
+            "ticks": int(ticks.get("count") or 0),
+        },
+        "events": {"length": stream_length, "last_id": str(last[0][0]) if last else None},
+    }
+
+
+def _by_status(runtime: Runtime) -> dict[str, int]:
+    """Tracked signatures by last known status (pipelined reads, a page at a time)."""
+    keys = runtime.store.keys
+    r = runtime.store.redis
+    names = {"0": "pending", "1": "approved", "2": "rejected", "": "unknown"}
+    counts = dict.fromkeys(names.values(), 0)
+    offset = 0
+    while True:
+        members = texts(r.zrange(keys.signatures(), offset, offset + PAGE - 1))
+        if not members:
+            return counts
+        offset += len(members)
+        pipe = r.pipeline(transaction=False)
+        for member in members:
+            account, _, sign_id = member.rpartition(":")
+            pipe.hget(keys.signature(account, sign_id), "status")
+        for status in pipe.execute():
+            counts[names.get(text(status), "unknown")] += 1
