@@ -132,7 +132,9 @@ def dramatiq_system(
     )
     runtime = Runtime.build(settings, broker=broker, client=client)
     actors.set_runtime(runtime)
-    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
+    worker = dramatiq.Worker(
+        broker, worker_threads=threads, worker_timeout=settings.worker_timeout_ms
+    )
     worker.start()
     try:
         yield System(runtime, admin)

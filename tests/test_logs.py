@@ -63,3 +63,17 @@ def test_context_is_bound_and_cleared(captured: io.StringIO) -> None:
     inside, outside = lines(captured)
     assert (inside["job_id"], inside["account"]) == ("j1", "acme")
     assert "job_id" not in outside
+
+
+def test_scrubbing_finds_secrets_among_thousands() -> None:
+    """With thousands of tenants' secrets registered, each one is still found anywhere in a
+    string, overlapping ones included; text without a secret is left alone."""
+    secrets = [f"tenant-secret-{n:05d}-{n * 7919 % 10007:05d}" for n in range(3000)]
+    for secret in secrets:
+        logs.register_secret(secret)
+    logs.register_secret("tiny")
+    text = f"a {secrets[1234]} b{secrets[2999]}c tiny {secrets[0]}"
+    assert (
+        logs.scrub(text) == f"a {logs.REDACTED} b{logs.REDACTED}c {logs.REDACTED} {logs.REDACTED}"
+    )
+    assert logs.scrub("nothing to hide here") == "nothing to hide here"

@@ -55,15 +55,13 @@ class Cleanup:
         self.keys = runtime.store.keys
 
     def plan(self, policy: Policy) -> list[Tracked]:
-        """Tracked signatures the policy would delete, oldest first."""
+        """Tracked signatures the policy would delete (one pass over all tracked, in pages)."""
         cutoff = now_ms() - int(policy.older_than_seconds * 1000)
         redis = self.runtime.store.redis
         chosen: list[Tracked] = []
         offset = 0
         while True:
-            members = texts(
-                redis.zrangebyscore(self.keys.signatures(), "-inf", cutoff, start=offset, num=PAGE)
-            )
+            members = texts(redis.zrange(self.keys.due(), offset, offset + PAGE - 1))
             if not members:
                 return chosen
             offset += len(members)
@@ -71,10 +69,14 @@ class Cleanup:
             for member in members:
                 account, _, sign_id = member.rpartition(":")
                 pipe.hgetall(self.keys.signature(account, sign_id))
-            for data in pipe.execute():
+            for member, data in zip(members, pipe.execute(), strict=True):
+                account, _, sign_id = member.rpartition(":")
                 record = fields(data)
-                if record and _eligible(Tracked.from_hash(record), policy):
-                    chosen.append(Tracked.from_hash(record))
+                if not record:
+                    continue
+                tracked = Tracked.from_hash(account, int(sign_id), record)
+                if tracked.since <= cutoff and _eligible(tracked, policy):
+                    chosen.append(tracked)
 
     def run(self, policy: Policy, *, dry_run: bool) -> Report:
         """Plan, and unless ``dry_run``, enqueue one cleanup delete per candidate."""

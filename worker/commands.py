@@ -187,6 +187,8 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
     from worker.metrics import prepare_worker  # noqa: PLC0415
 
     prepare_worker(settings, fresh=True)  # no worker process has started yet
+    # Dramatiq reads its idle fetch timeout from this variable (the default is 1000 ms).
+    os.environ["dramatiq_worker_timeout"] = str(settings.worker_timeout_ms)  # noqa: SIM112
     argv = [
         sys.executable,
         "-m",

@@ -137,7 +137,9 @@ class _Demo:
         actors.declare(self.broker, settings)
         self.runtime = Runtime.build(settings, broker=self.broker)
         actors.set_runtime(self.runtime)
-        self.worker = dramatiq.Worker(self.broker, worker_threads=options.threads)
+        self.worker = dramatiq.Worker(
+            self.broker, worker_threads=options.threads, worker_timeout=settings.worker_timeout_ms
+        )
         self.receiver = ThreadedServer(build_app(self.runtime)).start()
         self.stop = threading.Event()
         self.threads: list[threading.Thread] = []

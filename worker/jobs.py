@@ -334,7 +334,6 @@ class Jobs:
             "accepted": events.make(
                 "job.accepted", spec.account, sign_id=fields.get("sign_id"), **common
             ),
-            "parked": events.make("job.parked", spec.account, reason="gate", **common),
         }
 
     def image(self, sha256: str) -> bytes | None:
@@ -456,8 +455,6 @@ def submitted_change(record: JobRecord, sign_id: int, first_poll_seconds: float)
             "sign_id": sign_id,
             "due_at": now + int(first_poll_seconds * 1000),
             "fields": {
-                "account": record.account,
-                "sign_id": sign_id,
                 "sign": record.sign or "",
                 "status": 0,
                 "use_status": 0,

@@ -28,7 +28,6 @@ _TEMPLATES: dict[str, str] = {
     "bucket": "bucket:{0}",
     "events": "events",
     "signature": "sig:{0}:{1}",
-    "signatures": "sigs",
     "due": "due",
     "leader": "scheduler:leader",
     "ticks": "scheduler:ticks",
@@ -119,12 +118,8 @@ class Keys:
         """Hash: a tracked signature."""
         return self._key("signature", account, sign_id)
 
-    def signatures(self) -> str:
-        """Sorted set of tracked signatures (``account:sign_id``), by tracking start."""
-        return self._key("signatures")
-
     def due(self) -> str:
-        """Sorted set of tracked signatures (``account:sign_id``), by next check time."""
+        """Sorted set of every tracked signature (``account:sign_id``), by next check time."""
         return self._key("due")
 
     def leader(self) -> str:

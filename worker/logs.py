@@ -22,34 +22,50 @@ _SECRET_KEYS = frozenset(
     {"master_secret", "secret", "password", "authorization", "secret_key", "token", "api_secret"}
 )
 _APP_KEY_KEYS = frozenset({"app_key", "appkey", "appKey"})
-_secrets: set[str] = set()
+# Secrets are indexed by their first characters, so scrubbing a string costs one dictionary
+# look-up per position, however many tenants' secrets are registered.
+_PREFIX = 6
+_by_prefix: dict[str, frozenset[str]] = {}
+_short: frozenset[str] = frozenset()
 _secrets_lock = threading.Lock()
 
 
 def register_secret(value: str) -> None:
     """Scrub this value from every log line from now on (master secrets, encryption keys)."""
-    if len(value) >= 4:
-        with _secrets_lock:
-            _secrets.add(value)
+    global _short  # noqa: PLW0603 - one registry per process, replaced whole under the lock
+    if len(value) < 4:
+        return
+    with _secrets_lock:
+        if len(value) < _PREFIX:
+            _short = _short | {value}
+        else:
+            head = value[:_PREFIX]
+            _by_prefix[head] = _by_prefix.get(head, frozenset()) | {value}
 
 
 def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: hide secrets by key name and by value, mask app keys."""
-    known = tuple(_secrets)
     for key, value in list(event.items()):
         if key.lower() in _SECRET_KEYS:
             event[key] = REDACTED
         elif key in _APP_KEY_KEYS and isinstance(value, str):
             event[key] = mask(value)
-        elif isinstance(value, str) and known:
-            event[key] = _scrub(value, known)
+        elif isinstance(value, str):
+            event[key] = scrub(value)
     return event
 
 
-def _scrub(text: str, known: tuple[str, ...]) -> str:
-    for secret in known:
-        if secret in text:
-            text = text.replace(secret, REDACTED)
+def scrub(text: str) -> str:
+    """The text with every registered secret in it replaced."""
+    found = {s for s in _short if s in text}
+    index = _by_prefix
+    if index:
+        for start in range(len(text) - _PREFIX + 1):
+            bucket = index.get(text[start : start + _PREFIX])
+            if bucket:
+                found.update(s for s in bucket if text.startswith(s, start))
+    for secret in sorted(found, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
     return text
 
 
@@ -71,6 +87,8 @@ def configure(level: str = "INFO", fmt: str = "auto") -> None:
     )
     structlog.configure(
         processors=[
+            # Below the level, an event is dropped before any work is done on it.
+            structlog.stdlib.filter_by_level,
             *shared,
             structlog.processors.StackInfoRenderer(),
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,

@@ -45,6 +45,9 @@ class Settings:
     heartbeat_timeout: float = 15.0
     maintenance_chance: int = 100_000
     lease_seconds: float = 30.0
+    # How long an idle worker waits between fetches at most: the pickup delay of a message
+    # sent to an idle pool, such as the next job of an account whose audit just resolved.
+    worker_timeout_ms: int = 100
     # Jobs.
     job_retention_days: float = 30.0
     image_ttl_days: float = 60.0
@@ -117,6 +120,7 @@ class Settings:
             "client_backoff_max",
             "heartbeat_timeout",
             "lease_seconds",
+            "worker_timeout_ms",
             "job_retention_days",
             "image_ttl_days",
             "retry_backoff_min",

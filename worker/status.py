@@ -34,7 +34,7 @@ def collect(runtime: Runtime) -> dict[str, Any]:
     pipe = r.pipeline(transaction=False)
     for state in STATES:
         pipe.zcard(keys.jobs_by_state(state))
-    for name in ("gates", "outbox", "inflight", "probes", "unconfirmed", "signatures"):
+    for name in ("gates", "outbox", "inflight", "probes", "unconfirmed", "due"):
         pipe.zcard(getattr(keys, name)()) if name != "gates" else pipe.scard(keys.gates())
     pipe.zcount(keys.due(), "-inf", now_ms())
     pipe.get(keys.leader())
@@ -82,7 +82,7 @@ def _by_status(runtime: Runtime) -> dict[str, int]:
     counts = dict.fromkeys(names.values(), 0)
     offset = 0
     while True:
-        members = texts(r.zrange(keys.signatures(), offset, offset + PAGE - 1))
+        members = texts(r.zrange(keys.due(), offset, offset + PAGE - 1))
         if not members:
             return counts
         offset += len(members)

@@ -46,11 +46,11 @@ class Tracked:
     refuse_reason: str | None
 
     @classmethod
-    def from_hash(cls, data: dict[str, str]) -> Tracked:
-        """Parse a tracked signature's hash."""
+    def from_hash(cls, account: str, sign_id: int, data: dict[str, str]) -> Tracked:
+        """Parse a tracked signature's hash (its account and sign id are in its key)."""
         return cls(
-            account=data["account"],
-            sign_id=int(data["sign_id"]),
+            account=account,
+            sign_id=int(sign_id),
             sign=data.get("sign") or None,
             status=int(data["status"]) if data.get("status") else None,
             use_status=int(data["use_status"]) if data.get("use_status") else None,
@@ -83,19 +83,15 @@ class Tracker:
         pipe = self.store.redis.pipeline(transaction=False)
         for sign_id in ids:
             key = self.keys.signature(account, sign_id)
-            pipe.hsetnx(key, "account", account)
-            pipe.hsetnx(key, "sign_id", sign_id)
             pipe.hsetnx(key, "since", now)
-            member = f"{account}:{sign_id}"
-            pipe.zadd(self.keys.due(), {member: now}, nx=True)
-            pipe.zadd(self.keys.signatures(), {member: now}, nx=True)
+            pipe.zadd(self.keys.due(), {f"{account}:{sign_id}": now}, nx=True)
         replies = pipe.execute()
-        return sum(1 for n in range(len(ids)) if replies[n * 5])
+        return sum(1 for n in range(len(ids)) if replies[n * 2])
 
     def get(self, account: str, sign_id: int) -> Tracked | None:
         """A tracked signature, or None."""
         data = fields(self.store.redis.hgetall(self.keys.signature(account, sign_id)))
-        return Tracked.from_hash(data) if data else None
+        return Tracked.from_hash(account, sign_id, data) if data else None
 
     def claim_due(self, limit: int) -> list[str]:
         """Take up to ``limit`` due signatures for polling (``account:sign_id`` members)."""
@@ -260,13 +256,12 @@ class Tracker:
         pipe = self.store.redis.pipeline(transaction=False)
         pipe.delete(self.keys.signature(account, sign_id))
         pipe.zrem(self.keys.due(), member)
-        pipe.zrem(self.keys.signatures(), member)
         pipe.execute()
 
     def counts(self) -> dict[str, int]:
         """Tracked signatures: how many, and how many are due now."""
         redis = self.store.redis
         return {
-            "tracked": int(redis.zcard(self.keys.signatures())),
+            "tracked": int(redis.zcard(self.keys.due())),
             "due": int(redis.zcount(self.keys.due(), "-inf", now_ms())),
         }

@@ -394,6 +394,7 @@ class Emulator:
                 "use_status": sig.use_status,
                 "is_default": account.default_sign_id == sig.sign_id,
                 "refuse_reason": sig.refuse_reason,
+                "resolved_at": sig.resolved_wall,
             }
         )
 

@@ -82,6 +82,7 @@ class Sig:
     refuse_reason: str | None = None
     generation: int = 0
     resolve_at: float = 0.0
+    resolved_wall: float | None = None
 
     @property
     def content_key(self) -> tuple[object, ...]:
@@ -222,6 +223,7 @@ class World:
         """Set a signature's audit result (the clock's decision, or an admin's)."""
         account = self.accounts[sig.app_key]
         sig.status = status
+        sig.resolved_wall = time.time() if status is not Status.PENDING else None
         if account.pending_sign_id == sig.sign_id and status is not Status.PENDING:
             account.pending_sign_id = None
         if status is Status.APPROVED:

@@ -11,6 +11,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from worker.jsms.errors import UnexpectedResponse, ValidationError
@@ -39,7 +40,7 @@ class Image:
     data: bytes = field(repr=False)
     filename: str = "image"
 
-    @property
+    @cached_property
     def kind(self) -> str | None:
         """``png`` or ``jpeg`` by magic bytes, else ``None``."""
         return image_kind(self.data)
@@ -49,9 +50,9 @@ class Image:
         """The MIME type sent in the multipart part."""
         return "image/png" if self.kind == "png" else "image/jpeg"
 
-    @property
+    @cached_property
     def sha256(self) -> str:
-        """Content hash: images are stored once by it and compared by it."""
+        """Content hash: images are stored once by it and compared by it (computed once)."""
         return hashlib.sha256(self.data).hexdigest()
 
 

@@ -56,13 +56,11 @@ if s.track then
   redis.call('HSET', sk, unpack(args))
   local member = account .. ':' .. s.track.sign_id
   redis.call('ZADD', K.due(), s.track.due_at, member)
-  redis.call('ZADD', K.signatures(), 'NX', NOW, member)
 end
 if s.untrack then
   local member = account .. ':' .. s.untrack
   redis.call('DEL', K.signature(account, s.untrack))
   redis.call('ZREM', K.due(), member)
-  redis.call('ZREM', K.signatures(), member)
 end
 if s.unconfirmed_until then redis.call('ZADD', K.unconfirmed(), s.unconfirmed_until, id) end
 if s.terminal then

@@ -9,7 +9,7 @@ local s = cjson.decode(ARGV[4])
 local member = s.account .. ':' .. s.sign_id
 local sk = K.signature(s.account, s.sign_id)
 local rec = hgetall(sk)
-if not rec.account then return {'untracked', ''} end
+if not rec.since then return {'untracked', ''} end
 local nxt = ''
 local reason = s.reason
 if reason == cjson.null then reason = nil end
@@ -38,7 +38,6 @@ end
 if s.status == nil or s.status == cjson.null then
   redis.call('DEL', sk)
   redis.call('ZREM', K.due(), member)
-  redis.call('ZREM', K.signatures(), member)
   announce(s.events.gone, rec.status)
   finish('deleted')
   return {'gone', nxt}

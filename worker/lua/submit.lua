@@ -1,5 +1,6 @@
 -- Accept one job: idempotency, the record, acquire-or-park for submissions, outbox, events.
--- ARGV[4]: JSON {id, account, gate, cap, key, content, fields, accepted, parked}.
+-- ARGV[4]: JSON {id, account, gate, cap, key, content, fields, accepted}; a job that parks
+-- also gets job.parked, made from the accepted event.
 local job = cjson.decode(ARGV[4])
 local account = job.account
 if redis.call('EXISTS', K.account(account)) == 0 then return {'no_account', ''} end
@@ -37,5 +38,11 @@ if job.key ~= '' then redis.call('SET', K.idem(account, job.key), job.id) end
 if job.content ~= '' then redis.call('SET', K.idem(account, 'content:' .. job.content), job.id) end
 if state == 'queued' then redis.call('ZADD', K.outbox(), NOW, job.id) end
 publish(job.accepted)
-if state == 'parked' then publish(job.parked) end
+if state == 'parked' then
+  local parked = cjson.decode(job.accepted)
+  parked.id = parked.id .. '-parked'
+  parked.type = 'job.parked'
+  parked.reason = 'gate'
+  publish(cjson.encode(parked))
+end
 return {state, job.id}
