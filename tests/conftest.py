@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -112,6 +113,17 @@ def delete_prefix(url: str, prefix: str) -> None:
             client.delete(*batch[start : start + 1000])
     finally:
         client.close()
+
+
+@pytest.fixture
+def system(emulator_server: EmulatorServer, admin: EmulatorAdmin) -> Iterator[Any]:
+    """An isolated signq system on its own prefix; its jobs run when the test drains them."""
+    from tests.system import build_system  # noqa: PLC0415 - after pytest_configure set the prefix
+
+    sys_ = build_system(emulator_server, admin)
+    yield sys_
+    sys_.runtime.close()
+    delete_prefix(sys_.settings.redis_url, sys_.settings.prefix)
 
 
 @pytest.fixture(scope="session")

@@ -4,27 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
 
-from tests.conftest import delete_prefix
-from tests.system import System, build_system
+from tests.system import System
 from worker.accounts import AccountError, Accounts, SecretBox
-from worker.emulator import EmulatorAdmin, EmulatorServer
 
 SECRET = "5e987ac6d2e04d95a9d8f0d1"
-
-
-@pytest.fixture
-def system(emulator_server: EmulatorServer, admin: EmulatorAdmin) -> Iterator[System]:
-    """A system on its own prefix."""
-    sys_ = build_system(emulator_server, admin)
-    yield sys_
-    sys_.runtime.close()
-    delete_prefix(sys_.settings.redis_url, sys_.settings.prefix)
 
 
 def raw_values(system: System) -> str:

@@ -9,21 +9,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import delete_prefix
-from tests.system import System, build_system, wait_for
+from tests.system import System, wait_for
 from worker.callbacks import build_app
-from worker.emulator import EmulatorAdmin, EmulatorServer
 from worker.emulator.server import ThreadedServer
 from worker.jsms.callback import callback_signature
-
-
-@pytest.fixture
-def system(emulator_server: EmulatorServer, admin: EmulatorAdmin) -> Iterator[System]:
-    """A system on its own prefix."""
-    sys_ = build_system(emulator_server, admin)
-    yield sys_
-    sys_.runtime.close()
-    delete_prefix(sys_.settings.redis_url, sys_.settings.prefix)
 
 
 @pytest.fixture

@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from tests.conftest import delete_prefix
-from tests.system import System, build_system
+from tests.system import System
 from worker.cleanup import Cleanup, Policy, parse_age, parse_statuses
-from worker.emulator import EmulatorAdmin, EmulatorServer
 from worker.jobs import JobError
 from worker.jsms.models import Status
-
-
-@pytest.fixture
-def system(emulator_server: EmulatorServer, admin: EmulatorAdmin) -> Iterator[System]:
-    """A system on its own prefix."""
-    sys_ = build_system(emulator_server, admin)
-    yield sys_
-    sys_.runtime.close()
-    delete_prefix(sys_.settings.redis_url, sys_.settings.prefix)
 
 
 def approved(system: System, account: str, sign: str, *, use_status: int = 0) -> int:

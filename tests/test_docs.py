@@ -5,27 +5,15 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import delete_prefix
-from tests.system import System, build_system, wait_for
-from worker.emulator import EmulatorAdmin, EmulatorServer
+from tests.system import System, wait_for
 from worker.emulator.server import load_accounts
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def system(emulator_server: EmulatorServer, admin: EmulatorAdmin) -> Iterator[System]:
-    """A system on its own prefix."""
-    sys_ = build_system(emulator_server, admin)
-    yield sys_
-    sys_.runtime.close()
-    delete_prefix(sys_.settings.redis_url, sys_.settings.prefix)
 
 
 def readme_consumer() -> str:

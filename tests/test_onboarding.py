@@ -6,25 +6,14 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import delete_prefix
 from tests.helpers import PNG
-from tests.system import System, build_system, dramatiq_system
+from tests.system import System, dramatiq_system
 from worker import onboarding
 from worker.emulator import EmulatorAdmin, EmulatorServer
-
-
-@pytest.fixture
-def system(emulator_server: EmulatorServer, admin: EmulatorAdmin) -> Iterator[System]:
-    """A system on its own prefix."""
-    sys_ = build_system(emulator_server, admin)
-    yield sys_
-    sys_.runtime.close()
-    delete_prefix(sys_.settings.redis_url, sys_.settings.prefix)
 
 
 def write_csv(tmp_path: Path, account: str, *, bad: bool = False) -> Path:

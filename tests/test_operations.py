@@ -8,7 +8,6 @@ import logging
 import os
 import subprocess
 import sys
-from typing import Any
 
 import pytest
 import structlog
@@ -16,7 +15,6 @@ import structlog
 from tests.conftest import delete_prefix
 from tests.system import (
     System,
-    build_system,
     dramatiq_system,
     inline_scheduler,
     isolated_settings,
@@ -108,15 +106,6 @@ def test_dead_letters_list_show_retry_and_purge(
         assert "no dead letter(s): no-such-id" in missing.stderr
         assert "1 dead letter(s) purged" in signq(prefix, "dlq", "purge").stdout
         assert letters.all() == []
-
-
-@pytest.fixture
-def system(emulator_server: EmulatorServer, admin: EmulatorAdmin) -> Any:
-    """A system on its own prefix."""
-    sys_ = build_system(emulator_server, admin)
-    yield sys_
-    sys_.runtime.close()
-    delete_prefix(sys_.settings.redis_url, sys_.settings.prefix)
 
 
 def test_jobs_retry_reopens_a_failed_job(system: System) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -14,15 +13,6 @@ from worker.emulator import EmulatorAdmin, EmulatorServer
 from worker.jsms import SignRequest
 from worker.jsms.models import Status
 from worker.pipeline import RetryLater
-
-
-@pytest.fixture
-def system(emulator_server: EmulatorServer, admin: EmulatorAdmin) -> Iterator[System]:
-    """A system on its own prefix; jobs run when the test drains them."""
-    sys_ = build_system(emulator_server, admin)
-    yield sys_
-    sys_.runtime.close()
-    delete_prefix(sys_.settings.redis_url, sys_.settings.prefix)
 
 
 def kinds(system: System, account: str) -> list[str]:

@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 
 from tests.conftest import delete_prefix
 from tests.helpers import PNG, png
-from tests.system import System, build_system, isolated_settings
+from tests.system import System, isolated_settings
 from worker.broker import Enqueuer, build_broker
 from worker.emulator import EmulatorAdmin, EmulatorServer
 from worker.jobs import JobError, JobSpec
 from worker.jsms import Image, ValidationError
 from worker.runtime import Runtime
-
-
-@pytest.fixture
-def system(emulator_server: EmulatorServer, admin: EmulatorAdmin) -> Iterator[System]:
-    """A system on its own prefix whose messages are recorded, not sent."""
-    sys_ = build_system(emulator_server, admin)
-    yield sys_
-    sys_.runtime.close()
-    delete_prefix(sys_.settings.redis_url, sys_.settings.prefix)
 
 
 def stored_jobs(system: System) -> int:
