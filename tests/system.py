@@ -155,9 +155,18 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "
         time.sleep(0.02)
 
 
+def resolve(runtime: Runtime, job_id: str, status: Any, reason: str | None = None) -> bool:
+    """Report a job's audit result as a callback does (the tracker's compare-and-set path);
+    True when it changed something."""
+    record = runtime.jobs.require(job_id)
+    what = runtime.tracker.observe_result(
+        record.account, record.sign_id or 0, int(status), reason=reason
+    )
+    return what == "changed"
+
+
 class Resolver:
-    """Stands in for the tracker in pipeline tests: resolved audits at the emulator release
-    their gates through ``Pipeline.audit_resolved``."""
+    """Polls every pending audit through the tracker, as the scheduler's ticks would."""
 
     def __init__(self, system: System) -> None:
         self.system = system
@@ -173,14 +182,10 @@ class Resolver:
         self._thread.join(timeout=5)
 
     def _loop(self) -> None:
-        from worker.jsms.models import Status  # noqa: PLC0415
-
         rt = self.system.runtime
         while not self._stop.wait(0.02):
             for record in rt.jobs.find(state="pending_audit", limit=1000):
-                seen = self.system.admin.signature(record.sign_id or 0)
-                if seen["status"] != 0:
-                    rt.pipeline.audit_resolved(record.id, Status(seen["status"]))
+                rt.tracker.poll_one(f"{record.account}:{record.sign_id}")
 
 
 def inline_scheduler(system: System, node: str | None = None) -> Any:

@@ -7,10 +7,11 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import delete_prefix
-from tests.system import System, build_system
+from tests.system import System, build_system, resolve
 from worker.emulator import EmulatorAdmin, EmulatorServer
 from worker.jobs import JobError
 from worker.jsms.models import Status
+from worker.store import Change
 
 
 @pytest.fixture
@@ -53,7 +54,7 @@ def test_release_hands_the_gate_to_the_next_in_fifo_order(system: System) -> Non
         assert system.drain() == ["pending_audit"]
         record = system.runtime.jobs.require(expected)
         system.admin.force(record.sign_id or 0, status=1)
-        system.runtime.pipeline.audit_resolved(expected, Status.APPROVED)
+        resolve(system.runtime, expected, Status.APPROVED)
         assert system.state(expected) == "approved"
     assert gate(system, account) is None
     assert parked(system, account) == []
@@ -66,7 +67,8 @@ def test_release_by_a_job_that_does_not_hold_the_gate_changes_nothing(system: Sy
     first = system.runtime.jobs.create(account, "第一个").job_id
     second = system.runtime.jobs.create(account, "第二个").job_id
     system.runtime.store.redis.hset(system.runtime.store.keys.job(second), "state", "pending_audit")
-    assert system.runtime.pipeline.audit_resolved(second, Status.APPROVED)
+    applied = system.runtime.store.apply(Change(id=second, release=True))
+    assert (applied.applied, applied.next_job) == (True, None)
     assert gate(system, account) == first
     assert parked(system, account) == [second]
 
@@ -89,9 +91,9 @@ def test_cancelled_parked_job_is_skipped_at_hand_off(system: System) -> None:
     )
     system.runtime.jobs.cancel(second)
     assert system.state(second) == "cancelled"
-    system.sent.clear()
-    system.runtime.store.redis.hset(system.runtime.store.keys.job(first), "state", "pending_audit")
-    system.runtime.pipeline.audit_resolved(first, Status.REJECTED)
+    assert system.drain() == ["pending_audit"]
+    system.admin.force(system.runtime.jobs.require(first).sign_id or 0, status=2)
+    resolve(system.runtime, first, Status.REJECTED)
     assert gate(system, account) == third
     assert system.sent == [third]
 

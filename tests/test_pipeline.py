@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import delete_prefix
 from tests.helpers import requests
-from tests.system import System, build_system
+from tests.system import System, build_system, resolve
 from worker.emulator import EmulatorAdmin, EmulatorServer
 from worker.jsms import SignRequest
 from worker.jsms.models import Status
@@ -41,15 +41,15 @@ def test_create_goes_to_pending_audit_and_is_tracked(system: System) -> None:
 
 
 def test_a_resolved_audit_hands_the_gate_on(system: System) -> None:
-    """audit_resolved finishes the job once (compare-and-set) and sends the next job."""
+    """A reported result finishes the job once (compare-and-set) and sends the next job."""
     account = system.tenant()
     first = system.runtime.jobs.create(account, "第一个").job_id
     second = system.runtime.jobs.create(account, "第二个").job_id
     system.drain()
     sign_id = system.runtime.jobs.require(first).sign_id or 0
     system.admin.force(sign_id, status=1)
-    assert system.runtime.pipeline.audit_resolved(first, Status.APPROVED)
-    assert not system.runtime.pipeline.audit_resolved(first, Status.APPROVED)
+    assert resolve(system.runtime, first, Status.APPROVED)
+    assert not resolve(system.runtime, first, Status.APPROVED)
     assert system.sent == [second]
     assert system.drain() == ["pending_audit"]
 
@@ -217,7 +217,7 @@ def test_uncertain_modify_that_took_effect_is_pending(system: System) -> None:
     system.drain()
     (first,) = system.runtime.jobs.find(account=account)
     system.admin.force(first.sign_id or 0, status=2)
-    system.runtime.pipeline.audit_resolved(first.id, Status.REJECTED)
+    resolve(system.runtime, first.id, Status.REJECTED)
     system.admin.set_faults([{"kind": "error", "after": True, "count": 1}], system.app_key(account))
     job = system.runtime.jobs.modify(account, first.sign_id or 0, "修改后").job_id
     assert system.drain() == ["pending_audit"]

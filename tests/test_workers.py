@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import pytest
 
 from tests.conftest import delete_prefix
-from tests.system import Resolver, dramatiq_system, isolated_settings, wait_for
+from tests.system import Resolver, dramatiq_system, isolated_settings, resolve, wait_for
 from worker.broker import build_broker
 from worker.emulator import EmulatorAdmin, EmulatorServer
 from worker.jsms.models import Status
@@ -85,11 +85,11 @@ def test_a_crash_after_the_hand_off_before_the_enqueue_loses_nothing(
         second = system.runtime.jobs.create(account, "第二").job_id
         wait_for(lambda: system.state(first) == "pending_audit")
         admin.force(system.runtime.jobs.require(first).sign_id or 0, status=1)
-        pipeline = system.runtime.pipeline
-        real = pipeline.enqueue
-        pipeline.enqueue = lambda _ids: None  # the process dies before sending
-        assert pipeline.audit_resolved(first, Status.APPROVED)
-        pipeline.enqueue = real
+        tracker = system.runtime.tracker
+        real = tracker.enqueue
+        tracker.enqueue = lambda _ids: None  # the process dies before sending
+        assert resolve(system.runtime, first, Status.APPROVED)
+        tracker.enqueue = real
         assert system.state(second) == "queued"
         time.sleep(system.settings.outbox_grace_seconds)
         system.runtime.reaper.tick()
@@ -144,7 +144,7 @@ def test_a_killed_worker_process_loses_no_job_and_blocks_no_account(
         (sign_id,) = admin.signatures(creds.app_key)
         runtime.jobs.confirm(first, sign_id)
         admin.force(sign_id, status=1)
-        runtime.pipeline.audit_resolved(first, Status.APPROVED)
+        resolve(runtime, first, Status.APPROVED)
         wait_for(lambda: _state(runtime, second) == "pending_audit", what="the next job")
     finally:
         os.killpg(worker.pid, signal.SIGKILL)

@@ -506,27 +506,6 @@ class Pipeline:
         metrics().jobs_finished.labels(job.op, state).inc()
         return state
 
-    def audit_resolved(self, job_id: str, status: Status, *, reason: str | None = None) -> bool:
-        """Record a submission's audit result and hand its account's gate on.
-
-        Called by the tracker when a poll or a callback sees the result. Compare-and-set: only
-        the first caller for a job applies it.
-        """
-        state = _STATE_OF_STATUS[status]
-        change = Change(
-            id=job_id,
-            from_=["pending_audit", "unconfirmed"],
-            to=state,
-            set={"refuse_reason": reason or ""},
-            release=True,
-            settled=True,
-            terminal=retention_ms(self.settings.job_retention_days),
-        )
-        applied = self.store.apply(change)
-        if applied.next_job:
-            self.enqueue([applied.next_job])
-        return applied.applied
-
 
 def _need(sign_id: int | None) -> int:
     if sign_id is None:

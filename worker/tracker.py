@@ -257,11 +257,3 @@ class Tracker:
         pipe.delete(self.keys.signature(account, sign_id))
         pipe.zrem(self.keys.due(), member)
         pipe.execute()
-
-    def counts(self) -> dict[str, int]:
-        """Tracked signatures: how many, and how many are due now."""
-        redis = self.store.redis
-        return {
-            "tracked": int(redis.zcard(self.keys.due())),
-            "due": int(redis.zcount(self.keys.due(), "-inf", now_ms())),
-        }

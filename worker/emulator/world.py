@@ -241,10 +241,6 @@ class World:
         if use_status is not None:
             sig.use_status = use_status
 
-    def pending_count(self) -> int:
-        """Signatures still waiting for their audit."""
-        return sum(1 for a in self.accounts.values() if a.pending_sign_id is not None)
-
     def _decide(self, sig: Sig) -> Status:
         upper = sig.sign.upper()
         if REJECT_MARKER in upper:
