@@ -14,6 +14,7 @@ import gc
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -773,13 +774,30 @@ def machine(redis_url: str) -> str:
     )
 
 
+def commit() -> str:
+    """The commit the figures were measured at (with a mark if the tree had changes)."""
+
+    def git(*args: str) -> str:
+        git_path = shutil.which("git")
+        if git_path is None:
+            return ""
+        result = subprocess.run(
+            [git_path, *args], cwd=ROOT, capture_output=True, text=True, check=False
+        )
+        return result.stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + (" (with uncommitted changes)" if git("status", "--porcelain") else "")
+
+
 def report(bench: Bench, command: str) -> str:
     """The figures section of BENCHMARKS.md."""
     lines = [
         START,
         f"Command: `{command}`  ",
         f"Run: {datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}  ",
-        f"Machine: {machine(bench.redis_url)}",
+        f"Machine: {machine(bench.redis_url)}  ",
+        f"Code: commit {commit()}",
         "",
         "| scenario | measured | baseline | ratio | target | met | notes |",
         "|---|---|---|---|---|---|---|",
@@ -848,7 +866,9 @@ def main() -> int:
     figures = report(bench, command)
     print()
     print(figures)
-    output = args.output or (None if args.quick else ROOT / "BENCHMARKS.md")
+    # Only a complete full run replaces the figures in BENCHMARKS.md unless told where to write.
+    complete = not args.quick and not args.only
+    output = args.output or (ROOT / "BENCHMARKS.md" if complete else None)
     if output is not None:
         write(output, figures)
         print(f"\nwritten to {output}")

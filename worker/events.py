@@ -8,8 +8,8 @@ the change, so an event exists exactly when its change happened.
 from __future__ import annotations
 
 import json
+import secrets
 import threading
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,7 +44,7 @@ def event(kind: str, account: str, **fields: Any) -> dict[str, Any]:
     if kind not in TYPES:
         raise ValueError(f"unknown event type {kind!r}")
     body: dict[str, Any] = {
-        "id": uuid.uuid4().hex,
+        "id": secrets.token_hex(16),
         "type": kind,
         "account": account,
         "at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
+import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from worker import events
@@ -271,12 +272,12 @@ class Jobs:
         if outcome == "duplicate":
             state = text(self.store.redis.hget(self.keys.job(value), "state")) or "unknown"
             return Submitted(value, state, duplicate=True)
-        counter = metrics().events
-        counter.labels("job.accepted").inc()
+        accepted, parked = _event_counters()
+        accepted.inc()
         if outcome == "queued":
             to_send.append(payload["id"])
         else:
-            counter.labels("job.parked").inc()
+            parked.inc()
         return Submitted(payload["id"], outcome, duplicate=False)
 
     def _existing_accounts(self, names: set[str]) -> set[str]:
@@ -306,15 +307,16 @@ class Jobs:
                 fields["type"] = request.type
             if request.remark is not None:
                 fields["remark"] = request.remark
-            fields["images"] = json.dumps(
-                [[image.sha256, image.filename] for image in request.images]
-            )
+            if request.images:
+                fields["images"] = json.dumps(
+                    [[image.sha256, image.filename] for image in request.images]
+                )
             fields["gate"] = "1"
             if spec.op == "create" and not key:
                 content = _content_key(request)
         if spec.op != "create":
             fields["sign_id"] = validate_sign_id(spec.sign_id)
-        job_id = uuid.uuid4().hex
+        job_id = secrets.token_hex(16)
         fields["id"] = job_id
         if key:
             fields["key"] = key
@@ -475,6 +477,13 @@ def submitted_change(record: JobRecord, sign_id: int, first_poll_seconds: float)
             )
         ],
     )
+
+
+@cache
+def _event_counters() -> tuple[Any, Any]:
+    """The accepted and parked event counters, looked up once (submission is a hot loop)."""
+    counter = metrics().events
+    return counter.labels("job.accepted"), counter.labels("job.parked")
 
 
 def retention_ms(days: float) -> int:
