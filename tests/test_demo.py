@@ -69,3 +69,36 @@ def test_demo_refuses_nonsense_sizes() -> None:
     )
     assert result.returncode == 2
     assert "--tenants must be at least 1" in result.stderr
+
+
+def test_demo_falls_back_to_fakeredis_where_no_redis_server_can_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With no redis-server binary to run and no SIGNQ_REDIS_URL, the demo runs whole on an
+    in-process fakeredis (Lua through lupa), and still loses nothing."""
+    import io  # noqa: PLC0415
+
+    from rich.console import Console  # noqa: PLC0415
+
+    from worker import demo  # noqa: PLC0415
+    from worker.embedded_redis import EmbeddedRedisError  # noqa: PLC0415
+    from worker.settings import Settings  # noqa: PLC0415
+
+    def no_binary(**_: object) -> str:
+        raise EmbeddedRedisError("no redis-server found")
+
+    monkeypatch.setattr(demo, "find_redis_server", no_binary)
+    out = io.StringIO()
+    settings = Settings.from_env({})  # no SIGNQ_REDIS_URL
+    options = demo.DemoOptions(
+        tenants=2, signatures=6, reject_every=3, audit_delay=0.2, threads=4, timeout=60, live=False
+    )
+    outcome = demo.run(settings, options, Console(file=out, width=100))
+    assert "redis: fakeredis in this process (no redis-server found)" in out.getvalue()
+    assert outcome.ok
+    assert (outcome.onboarded, outcome.fixed, outcome.lost, outcome.audit_pending_answers) == (
+        9,
+        2,
+        0,
+        0,
+    )

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.message import Message
+from redis import Redis
 
 from worker.keys import Keys
 from worker.middleware import LogContext
@@ -24,7 +25,7 @@ def track_queue(settings: Settings) -> str:
     return f"{settings.queue}.track"
 
 
-def build_broker(settings: Settings) -> RedisBroker:
+def build_broker(settings: Settings, client: Redis | None = None) -> RedisBroker:
     """A RedisBroker under the signq prefix, tuned to recover a dead worker's messages fast.
 
     A worker that stops sending heartbeats for ``SIGNQ_HEARTBEAT_TIMEOUT`` seconds is dead; the
@@ -33,7 +34,8 @@ def build_broker(settings: Settings) -> RedisBroker:
     default is 0.1 %), so its messages come back seconds after the timeout.
     """
     broker = RedisBroker(  # type: ignore[no-untyped-call]  # dramatiq is untyped here
-        url=settings.redis_url,
+        url=None if client is not None else settings.redis_url,
+        client=client,
         namespace=Keys(settings.prefix).dramatiq_namespace(),
         heartbeat_timeout=int(settings.heartbeat_timeout * 1000),
         maintenance_chance=settings.maintenance_chance,

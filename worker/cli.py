@@ -99,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--threads", type=int, default=8)
     demo.add_argument("--timeout", type=float, default=120.0)
     demo.add_argument("--verbose", action="store_true", help="show the system's own logs")
+    demo.add_argument(
+        "--fake-redis",
+        action="store_true",
+        help="use an in-process fake Redis (fakeredis), as when no redis-server can run",
+    )
     live = demo.add_mutually_exclusive_group()
     live.add_argument("--live", dest="live", action="store_true", default=None)
     live.add_argument("--no-live", dest="live", action="store_false")
@@ -294,5 +299,6 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         threads=args.threads,
         timeout=args.timeout,
         live=args.live,
+        fake_redis=args.fake_redis,
     )
     return 0 if run(settings, options).ok else 1

@@ -27,7 +27,7 @@ from worker import actors, events, onboarding
 from worker.broker import build_broker
 from worker.callbacks import build_app
 from worker.cleanup import Cleanup, Policy
-from worker.embedded_redis import EmbeddedRedis, find_redis_server
+from worker.embedded_redis import EmbeddedRedis, EmbeddedRedisError, find_redis_server
 from worker.emulator import AuditRules, Emulator, EmulatorAdmin, EmulatorConfig, EmulatorServer
 from worker.emulator.server import ThreadedServer
 from worker.jobs import TERMINAL, JobSpec, Submitted
@@ -54,6 +54,7 @@ class DemoOptions:
     threads: int = 8
     timeout: float = 120.0
     live: bool | None = None
+    fake_redis: bool = False
 
 
 @dataclass
@@ -84,14 +85,21 @@ def run(settings: Settings, options: DemoOptions, console: Console | None = None
     console = console or Console()
     started = time.monotonic()
     with ExitStack() as stack:
-        if not settings.redis_explicit:
-            redis_server = stack.enter_context(
-                EmbeddedRedis(find_redis_server(prefer_shipped=True))
-            )
-            settings = settings.with_overrides(redis_url=redis_server.url)
-            console.print(f"redis: embedded redis-server on {redis_server.url}")
-        else:
+        fake: Any = None
+        if options.fake_redis:
+            fake = _fake_redis(console, "asked for with --fake-redis")
+        elif settings.redis_explicit:
             console.print(f"redis: {settings.redis_url} (SIGNQ_REDIS_URL)")
+        else:
+            try:
+                redis_server = stack.enter_context(
+                    EmbeddedRedis(find_redis_server(prefer_shipped=True))
+                )
+            except EmbeddedRedisError as exc:
+                fake = _fake_redis(console, str(exc))
+            else:
+                settings = settings.with_overrides(redis_url=redis_server.url)
+                console.print(f"redis: embedded redis-server on {redis_server.url}")
         emulator = Emulator(
             EmulatorConfig(
                 rules=AuditRules(
@@ -109,7 +117,7 @@ def run(settings: Settings, options: DemoOptions, console: Console | None = None
             leader_ttl_seconds=2.0,
             outbox_grace_seconds=2.0,
         )
-        demo = _Demo(settings, options, emulator, api, console)
+        demo = _Demo(settings, options, emulator, api, console, fake=fake)
         stack.callback(demo.close)
         outcome = demo.run()
     outcome.elapsed = time.monotonic() - started
@@ -127,15 +135,27 @@ class _Demo:
         emulator: Emulator,
         api: EmulatorServer,
         console: Console,
+        *,
+        fake: Any = None,
     ) -> None:
         self.settings = settings
         self.options = options
         self.emulator = emulator
         self.console = console
         self.admin = EmulatorAdmin(api.url)
-        self.broker = build_broker(settings)
+        if fake is None:
+            self.broker = build_broker(settings)
+            self.runtime = Runtime.build(settings, broker=self.broker)
+        else:
+            import fakeredis  # noqa: PLC0415 - only for the fallback
+
+            self.broker = build_broker(settings, fakeredis.FakeRedis(server=fake))
+            self.runtime = Runtime.build(
+                settings,
+                broker=self.broker,
+                redis_client=fakeredis.FakeRedis(server=fake, decode_responses=True),
+            )
         actors.declare(self.broker, settings)
-        self.runtime = Runtime.build(settings, broker=self.broker)
         actors.set_runtime(self.runtime)
         self.worker = dramatiq.Worker(
             self.broker, worker_threads=options.threads, worker_timeout=settings.worker_timeout_ms
@@ -182,7 +202,10 @@ class _Demo:
         for n in range(self.options.signatures):
             tenant = tenants[n % len(tenants)]
             number = n // len(tenants)
-            marked = self.options.reject_every and n % self.options.reject_every == 3
+            marked = (
+                self.options.reject_every
+                and n % self.options.reject_every == self.options.reject_every - 1
+            )
             sign = f"REJ{n:04d}" if marked else f"店铺{n:04d}"
             images = (Image(DEMO_PNG, "license"),) if n % 3 == 0 else ()
             specs.append(
@@ -335,6 +358,14 @@ class _Demo:
         for start in range(0, len(keys), 1000):
             redis.delete(*keys[start : start + 1000])
         self.runtime.close()
+
+
+def _fake_redis(console: Console, why: str) -> Any:
+    """An in-process fake Redis server (fakeredis, with Lua through lupa) for the whole demo."""
+    import fakeredis  # noqa: PLC0415 - only for the fallback
+
+    console.print(f"redis: fakeredis in this process ({why})")
+    return fakeredis.FakeServer()
 
 
 def _summary(console: Console, outcome: Outcome) -> None:

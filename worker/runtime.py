@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dramatiq.brokers.redis import RedisBroker
+from redis import Redis
 
 from worker.accounts import Accounts, SecretBox
 from worker.broker import Enqueuer, build_broker
@@ -41,9 +42,10 @@ class Runtime:
         *,
         broker: RedisBroker | None = None,
         client: JsmsClient | None = None,
+        redis_client: Redis | None = None,
     ) -> Runtime:
         """Connect to Redis and wire the services (the client's pool opens lazily)."""
-        store = Store(settings)
+        store = Store(settings, redis_client)
         broker = broker or build_broker(settings)
         enqueue = Enqueuer(broker, store)
         accounts = Accounts(store, SecretBox(settings.secret_key))
