@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import redis
+import structlog
 
 from worker.embedded_redis import EmbeddedRedis, redis_answers
 from worker.emulator import AuditRules, Emulator, EmulatorAdmin, EmulatorConfig, EmulatorServer
@@ -124,6 +127,26 @@ def system(emulator_server: EmulatorServer, admin: EmulatorAdmin) -> Iterator[An
     yield sys_
     sys_.runtime.close()
     delete_prefix(sys_.settings.redis_url, sys_.settings.prefix)
+
+
+@pytest.fixture
+def log_capture(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], io.StringIO]]:
+    """Route all logging (structlog and the standard library) as JSON into a buffer at a given
+    level; logging is restored after the test."""
+    from worker import logs  # noqa: PLC0415
+
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+
+    def start(level: str = "INFO") -> io.StringIO:
+        buffer = io.StringIO()
+        monkeypatch.setattr("sys.stderr", buffer)
+        logs.configure(level, "json")
+        return buffer
+
+    yield start
+    root.handlers[:], root.level = saved
+    structlog.reset_defaults()
 
 
 @pytest.fixture(scope="session")

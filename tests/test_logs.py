@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
 import structlog
@@ -14,16 +14,9 @@ from worker import logs
 
 
 @pytest.fixture
-def captured(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
-    """Configure JSON logging into a buffer; restore logging afterwards."""
-    buffer = io.StringIO()
-    monkeypatch.setattr("sys.stderr", buffer)
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level)
-    logs.configure("INFO", "json")
-    yield buffer
-    root.handlers[:], root.level = saved
-    structlog.reset_defaults()
+def captured(log_capture: Callable[[str], io.StringIO]) -> io.StringIO:
+    """JSON logging at INFO into a buffer (restored after the test)."""
+    return log_capture("INFO")
 
 
 def lines(buffer: io.StringIO) -> list[dict[str, object]]:

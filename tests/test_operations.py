@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 
 import pytest
-import structlog
 
 from tests.conftest import delete_prefix
 from tests.system import (
@@ -20,7 +19,6 @@ from tests.system import (
     isolated_settings,
     wait_for,
 )
-from worker import logs
 from worker.broker import POLL, build_broker
 from worker.dlq import DeadLetters
 from worker.emulator import EmulatorAdmin, EmulatorServer
@@ -126,28 +124,20 @@ def test_jobs_retry_reopens_a_failed_job(system: System) -> None:
 
 @pytest.mark.slow
 def test_logs_carry_the_message_context_and_no_secret(
-    emulator_server: EmulatorServer, admin: EmulatorAdmin, monkeypatch: pytest.MonkeyPatch
+    emulator_server: EmulatorServer, admin: EmulatorAdmin, log_capture: Callable[[str], io.StringIO]
 ) -> None:
     """Every line of a message's handling carries actor, message id, job id, account and sign
     id; app keys are masked; the master secret appears nowhere; library lines are JSON too."""
-    buffer = io.StringIO()
-    monkeypatch.setattr("sys.stderr", buffer)
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level)
-    logs.configure("INFO", "json")
-    try:
-        with dramatiq_system(emulator_server, admin) as system:
-            account = system.tenant()
-            app_key = system.app_key(account)
-            secret = system.credentials(account).master_secret
-            admin.set_faults([{"kind": "error", "count": 1, "operations": ["query"]}], app_key)
-            created = system.runtime.jobs.create(account, "日志").job_id
-            queried = system.runtime.jobs.query(account, 424_242).job_id
-            wait_for(lambda: system.state(created) == "pending_audit")
-            wait_for(lambda: system.state(queried) == "failed")
-    finally:
-        root.handlers[:], root.level = saved
-        structlog.reset_defaults()
+    buffer = log_capture("INFO")
+    with dramatiq_system(emulator_server, admin) as system:
+        account = system.tenant()
+        app_key = system.app_key(account)
+        secret = system.credentials(account).master_secret
+        admin.set_faults([{"kind": "error", "count": 1, "operations": ["query"]}], app_key)
+        created = system.runtime.jobs.create(account, "日志").job_id
+        queried = system.runtime.jobs.query(account, 424_242).job_id
+        wait_for(lambda: system.state(created) == "pending_audit")
+        wait_for(lambda: system.state(queried) == "failed")
     lines = [json.loads(line) for line in buffer.getvalue().splitlines() if line.startswith("{")]
     submitted = next(line for line in lines if line["event"] == "signature_submitted")
     assert submitted["actor"] == "signq.run_job"

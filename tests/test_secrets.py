@@ -3,47 +3,37 @@
 from __future__ import annotations
 
 import io
-import logging
+from collections.abc import Callable
 
 import pytest
-import structlog
 
 from tests.system import dramatiq_system, wait_for
-from worker import logs
 from worker.emulator import EmulatorAdmin, EmulatorServer
 
 
 @pytest.mark.slow
 def test_secrets_appear_nowhere(
-    emulator_server: EmulatorServer, admin: EmulatorAdmin, monkeypatch: pytest.MonkeyPatch
+    emulator_server: EmulatorServer, admin: EmulatorAdmin, log_capture: Callable[[str], io.StringIO]
 ) -> None:
     """Run successes, retries and auth failures through real workers, logging at DEBUG; then
     scan every key under the prefix (records, events, Dramatiq's messages) and every log line."""
-    buffer = io.StringIO()
-    monkeypatch.setattr("sys.stderr", buffer)
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level)
-    logs.configure("DEBUG", "json")
-    try:
-        with dramatiq_system(emulator_server, admin) as system:
-            good = system.tenant()
-            good_secret = system.credentials(good).master_secret
-            bad = system.tenant()
-            bad_secret = "a-wrong-master-secret-0123"
-            system.runtime.accounts.add(bad, system.app_key(bad), bad_secret, replace=True)
-            admin.set_faults(
-                [{"kind": "error", "count": 1, "operations": ["query"]}], system.app_key(good)
-            )
-            ok = system.runtime.jobs.create(good, "保密").job_id
-            query = system.runtime.jobs.query(good, 424_242).job_id
-            refused = system.runtime.jobs.create(bad, "认证错").job_id
-            wait_for(lambda: system.state(ok) == "pending_audit")
-            wait_for(lambda: system.state(query) == "failed")
-            wait_for(lambda: system.state(refused) == "parked")
-            stored = _everything(system.runtime.store)
-    finally:
-        root.handlers[:], root.level = saved
-        structlog.reset_defaults()
+    buffer = log_capture("DEBUG")
+    with dramatiq_system(emulator_server, admin) as system:
+        good = system.tenant()
+        good_secret = system.credentials(good).master_secret
+        bad = system.tenant()
+        bad_secret = "a-wrong-master-secret-0123"
+        system.runtime.accounts.add(bad, system.app_key(bad), bad_secret, replace=True)
+        admin.set_faults(
+            [{"kind": "error", "count": 1, "operations": ["query"]}], system.app_key(good)
+        )
+        ok = system.runtime.jobs.create(good, "保密").job_id
+        query = system.runtime.jobs.query(good, 424_242).job_id
+        refused = system.runtime.jobs.create(bad, "认证错").job_id
+        wait_for(lambda: system.state(ok) == "pending_audit")
+        wait_for(lambda: system.state(query) == "failed")
+        wait_for(lambda: system.state(refused) == "parked")
+        stored = _everything(system.runtime.store)
     logged = buffer.getvalue()
     assert "jsms_retry" in logged
     assert "account_paused" in logged
