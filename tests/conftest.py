@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import logging
 import os
@@ -96,6 +97,12 @@ def pytest_configure(config: pytest.Config) -> None:
         url = server.url
     os.environ["SIGNQ_REDIS_URL"] = url
     os.environ["SIGNQ_PREFIX"] = f"signqtest-{uuid.uuid4().hex[:8]}"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Collect garbage while warnings are still errors: a client some test left unclosed then
+    fails every run, instead of whenever the collector happens to run."""
+    gc.collect()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

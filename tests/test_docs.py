@@ -55,6 +55,8 @@ def test_the_readme_consumer_enables_on_approval_and_resubmits_a_fix(
     time.sleep(0.3)
     namespace["stop"].set()
     runner.join(timeout=5)
+    assert not runner.is_alive()
+    namespace["rt"].close()  # the example's own runtime: its Redis and HTTP pools
     modifies = [r for r in system.runtime.jobs.find(account=account) if r.op == "modify"]
     assert [(r.sign_id, r.sign) for r in modifies] == [(bad_id, "好了")]
     assert f"enable SMS for {account} signed 【好的PASS】" in capsys.readouterr().out
