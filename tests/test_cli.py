@@ -133,7 +133,7 @@ def test_submit_and_jobs_commands(tmp_path: object, redis_url: str) -> None:
         assert (
             run("accounts", "add", "acme", "--app-key", "k" * 24, stdin="s3cr3t\n").returncode == 0
         )
-        created = run(
+        submission = (
             "submit",
             "create",
             "--account",
@@ -144,8 +144,8 @@ def test_submit_and_jobs_commands(tmp_path: object, redis_url: str) -> None:
             str(image),
             "--type",
             "1",
-            "--json",
         )
+        created = run(*submission, "--json")
         assert created.returncode == 0, created.stderr
         job_id = json.loads(created.stdout)["job_id"]
         shown = json.loads(run("jobs", "show", job_id, "--json").stdout)
@@ -155,18 +155,7 @@ def test_submit_and_jobs_commands(tmp_path: object, redis_url: str) -> None:
             ["license"],
             1,
         )
-        again = run(
-            "submit",
-            "create",
-            "--account",
-            "acme",
-            "--sign",
-            "极光推送",
-            "--image",
-            str(image),
-            "--type",
-            "1",
-        )
+        again = run(*submission)
         assert again.stdout.split()[0] == job_id
         assert "already submitted" in again.stdout
         listed = run("jobs", "list", "--account", "acme")

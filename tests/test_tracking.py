@@ -231,3 +231,37 @@ def test_a_tick_reads_only_what_is_due(system: System) -> None:
 def _calls(client: redis.Redis) -> int:
     stats = client.info("commandstats")
     return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
+
+
+def test_a_failing_tick_does_not_stop_the_scheduler(system: System) -> None:
+    """A tick that raises (Redis away, a bad sender) is logged; the loop ticks on, and resigns
+    its lease when stopped."""
+    from worker.scheduler import Scheduler, Senders  # noqa: PLC0415
+
+    attempts: list[int] = []
+
+    def failing_poll(_members: list[str]) -> None:
+        attempts.append(1)
+        raise ConnectionError("broker unreachable")
+
+    scheduler = Scheduler(
+        system.runtime.store,
+        system.runtime.tracker,
+        Senders(poll=failing_poll, reap=lambda _full: None, cleanup=lambda: None),
+        "flaky",
+    )
+    keys = system.runtime.store.keys
+    stop = threading.Event()
+    runner = threading.Thread(target=scheduler.run, args=(stop,))
+    runner.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(attempts) < 3:
+            assert time.monotonic() < deadline, "the loop stopped after a failing tick"
+            system.runtime.store.redis.zadd(keys.due(), {"acct:1": 0})
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        runner.join(timeout=5)
+    assert not runner.is_alive()
+    assert system.runtime.store.redis.get(keys.leader()) is None
