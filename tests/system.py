@@ -34,6 +34,23 @@ FAST = {
 }
 
 
+class FakeClock:
+    """A monotonic clock that moves only when slept on: the pipeline's short waits cost a test
+    no real time, and the test reads every wait that was asked for."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        """Record the wait and let that much time pass."""
+        self.slept.append(seconds)
+        self.now += seconds
+
+
 @dataclass
 class System:
     """A runtime on its own prefix, wired to the session's emulator."""
@@ -41,6 +58,7 @@ class System:
     runtime: Runtime
     admin: EmulatorAdmin
     sent: list[str] = field(default_factory=list)
+    clock: FakeClock = field(default_factory=FakeClock)
 
     @property
     def settings(self) -> Settings:
@@ -93,11 +111,13 @@ class System:
 def build_system(emulator_server: EmulatorServer, admin: EmulatorAdmin, **overrides: Any) -> System:
     """A system whose enqueue records job ids instead of sending messages (drive with drain)."""
     settings = isolated_settings(emulator_server, **overrides)
+    system_clock = FakeClock()
     client = JsmsClient.from_settings(
         settings, retry=FAST_RETRY, timeouts=Timeouts(connect=2.0, read=2.0), sleep=lambda _s: None
     )
     runtime = Runtime.build(settings, client=client)
-    system = System(runtime, admin)
+    runtime.pipeline.sleep, runtime.pipeline.clock = system_clock.sleep, system_clock
+    system = System(runtime, admin, clock=system_clock)
 
     def record(job_ids: Sequence[str]) -> None:
         system.sent.extend(job_ids)

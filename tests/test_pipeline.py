@@ -195,19 +195,41 @@ def test_uncertain_create_that_took_no_effect_is_retried_once(system: System) ->
 
 
 def test_uncertain_create_that_took_effect_becomes_unconfirmed(system: System) -> None:
-    """An after-effect drop: the retry answers 50103, so the create is unconfirmed, gate held."""
+    """An after-effect drop: the retry answers 50103, so the create is unconfirmed; it hands the
+    gate on at once, and the next job's probe finds the unknown audit pending (blocked)."""
     account = system.tenant()
     system.admin.set_faults([{"kind": "drop", "after": True, "count": 1}], system.app_key(account))
     job = system.runtime.jobs.create(account, "丢回包").job_id
     waiting = system.runtime.jobs.create(account, "排队中").job_id
-    assert system.drain() == ["unconfirmed"]
-    assert system.runtime.store.redis.get(system.runtime.store.keys.gate(account)) == job
-    assert system.state(waiting) == "parked"
-    assert kinds(system, account)[-1] == "job.unconfirmed"
+    assert system.drain() == ["unconfirmed", "blocked"]
+    assert system.runtime.store.redis.get(system.runtime.store.keys.gate(account)) == waiting
+    record = system.runtime.jobs.require(waiting)
+    assert (record.state, record.waiting_for) == ("parked", "external_audit")
+    assert system.runtime.accounts.require(account).blocked
+    assert kinds(system, account)[-2:] == ["job.unconfirmed", "account.blocked_external"]
     (found,) = system.admin.signatures(system.app_key(account))
     system.runtime.jobs.confirm(job, found)
-    record = system.runtime.jobs.require(job)
-    assert (record.state, record.sign_id) == ("pending_audit", found)
+    confirmed = system.runtime.jobs.require(job)
+    assert (confirmed.state, confirmed.sign_id) == ("pending_audit", found)
+    assert system.admin.stats(system.app_key(account))["duplicate_creates"] == 0
+
+
+def test_an_unconfirmed_create_never_holds_its_account(system: System) -> None:
+    """Once the unknown audit is over, the account's next job goes through on its probe: the
+    tenant's other signatures are not held behind the unconfirmed create."""
+    account = system.tenant()
+    system.admin.set_faults([{"kind": "drop", "after": True, "count": 1}], system.app_key(account))
+    job = system.runtime.jobs.create(account, "未确认").job_id
+    waiting = system.runtime.jobs.create(account, "后来的").job_id
+    assert system.drain() == ["unconfirmed", "blocked"]
+    (found,) = system.admin.signatures(system.app_key(account))
+    system.admin.force(found, status=1)
+    system.runtime.store.redis.zadd(system.runtime.store.keys.probes(), {account: 0})
+    system.runtime.reaper.tick()
+    assert system.drain() == ["pending_audit"]
+    assert system.state(waiting) == "pending_audit"
+    assert system.state(job) == "unconfirmed"
+    assert not system.runtime.accounts.require(account).blocked
 
 
 def test_uncertain_modify_that_took_effect_is_pending(system: System) -> None:
@@ -258,17 +280,73 @@ def test_uncertain_create_too_old_to_retry_is_unconfirmed_without_a_request(
         delete_prefix(system.settings.redis_url, system.settings.prefix)
 
 
-def test_two_lost_answers_in_a_row_keep_the_job_uncertain(system: System) -> None:
-    """A second uncertain attempt reschedules, still uncertain; the next run settles it."""
+def test_lost_answers_in_a_row_are_retried_on_a_short_schedule(system: System) -> None:
+    """Inside the uncertain window the retries come at once, then 0.25 s, 0.5 s...: the create
+    the API never saw is settled by a retry in the same run, not after the ordinary back-off."""
     account = system.tenant()
-    system.admin.set_faults([{"kind": "error", "count": 2}], system.app_key(account))
-    job = system.runtime.jobs.create(account, "两次失败").job_id
-    with pytest.raises(RetryLater):
-        system.drain()
-    record = system.runtime.jobs.require(job)
-    assert (record.state, record.uncertain) == ("queued", True)
-    system.sent.append(job)
+    system.admin.set_faults([{"kind": "error", "count": 3}], system.app_key(account))
+    system.runtime.jobs.create(account, "三次失败")
     assert system.drain() == ["pending_audit"]
+    assert system.clock.slept == [0.0, 0.25, 0.5]
+    stats = system.admin.stats(system.app_key(account))
+    assert stats["requests"]["create"] == {"fault_error": 3, "50000": 1}
+    assert (stats["signatures"], stats["duplicate_creates"]) == (1, 0)
+
+
+def test_no_decisive_answer_within_the_window_is_unconfirmed(
+    emulator_server: EmulatorServer, admin: EmulatorAdmin
+) -> None:
+    """An API answering 500 to every retry: the create is retried until the window ends, then
+    unconfirmed, and the account's next job goes on."""
+    system = build_system(emulator_server, admin, uncertain_retry_window=3)
+    try:
+        account = system.tenant()
+        system.admin.set_faults(
+            [{"kind": "error", "operations": ["create"]}], system.app_key(account)
+        )
+        job = system.runtime.jobs.create(account, "一直失败").job_id
+        nxt = system.runtime.jobs.modify(account, 1, "修改").job_id
+        outcomes = system.drain()
+        assert outcomes[0] == "unconfirmed"
+        assert system.state(job) == "unconfirmed"
+        assert sum(system.clock.slept) <= 3
+        assert len(system.clock.slept) >= 5
+        assert (
+            system.runtime.jobs.require(job)
+            .error["message"]
+            .endswith(  # type: ignore[index]
+                "no decisive answer within the uncertain window"
+            )
+        )
+        assert system.state(nxt) != "parked"
+    finally:
+        system.runtime.close()
+        delete_prefix(system.settings.redis_url, system.settings.prefix)
+
+
+def test_a_long_retry_after_while_uncertain_is_rescheduled_inside_the_window(
+    system: System,
+) -> None:
+    """A 429 asking for more than a short wait: the uncertain job is rescheduled to then, still
+    uncertain, its run owned by the outbox; the next run settles it."""
+    account = system.tenant()
+    system.admin.set_faults(
+        [
+            {"kind": "error", "count": 1, "operations": ["create"]},
+            {"kind": "rate_limit", "seconds": 5, "count": 4, "operations": ["create"]},
+        ],
+        system.app_key(account),
+    )
+    job = system.runtime.jobs.create(account, "限流")
+    with pytest.raises(RetryLater) as raised:
+        system.drain()
+    assert raised.value.delay_ms == 5000
+    record = system.runtime.jobs.require(job.job_id)
+    assert (record.state, record.uncertain, record.waiting_for) == ("queued", True, "retry")
+    store = system.runtime.store
+    due = store.redis.zscore(store.keys.outbox(), job.job_id)
+    assert due is not None
+    assert due >= store.time_ms() + 5000 + system.settings.outbox_grace_seconds * 1000 - 1000
 
 
 def test_delete_of_a_pending_signature_releases_its_gate(system: System) -> None:

@@ -141,7 +141,13 @@ def test_the_message_carries_only_the_job_id(
         assert message["args"] == [job.job_id]
         assert message["kwargs"] == {}
         assert "the-master-secret-1" not in json.dumps(message)
-        assert runtime.store.redis.zcard(runtime.store.keys.outbox()) == 0
+        # The outbox keeps the job until its run starts, due again at the redelivery deadline.
+        due = runtime.store.redis.zscore(runtime.store.keys.outbox(), job.job_id)
+        redeliver = settings.redeliver_seconds * 1000
+        assert due is not None
+        assert (
+            runtime.store.time_ms() + redeliver - 5000 < due <= runtime.store.time_ms() + redeliver
+        )
     finally:
         broker.close()
         runtime.close()

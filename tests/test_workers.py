@@ -102,8 +102,8 @@ def test_a_killed_worker_process_loses_no_job_and_blocks_no_account(
     """SIGKILL a `dramatiq worker.actors` process while its create waits for the API's answer.
     The lease runs out, the reaper re-sends the job, a new worker (`signq worker`) finds the
     create may have gone through, retries through the gate, and settles it as unconfirmed: no
-    duplicate, no job lost. After the operator confirms it and the audit resolves, the
-    account's next job goes."""
+    duplicate, no job lost. The account's next job takes the gate at once and finds the unknown
+    audit pending (blocked); once that audit resolves, its probe goes through."""
     settings = isolated_settings(emulator_server)
     broker = build_broker(settings)
     runtime = Runtime.build(settings, broker=broker)
@@ -113,6 +113,7 @@ def test_a_killed_worker_process_loses_no_job_and_blocks_no_account(
         "SIGNQ_API_URL": settings.api_url,
         "SIGNQ_LEASE_SECONDS": "2",
         "SIGNQ_HEARTBEAT_TIMEOUT": "2",
+        "SIGNQ_PROBE_BACKOFF_INITIAL": "0.5",
         "SIGNQ_LOG_LEVEL": "WARNING",
     }
     worker = _spawn_worker(env)
@@ -140,12 +141,18 @@ def test_a_killed_worker_process_loses_no_job_and_blocks_no_account(
         wait_for(lambda: _state(runtime, first) == "unconfirmed", what="unconfirmed")
         assert admin.stats(creds.app_key)["signatures"] == 1
         assert admin.stats(creds.app_key)["duplicate_creates"] == 0
+        wait_for(lambda: runtime.accounts.require("victim").blocked, what="the probe's 50103")
         assert _state(runtime, second) == "parked"
         (sign_id,) = admin.signatures(creds.app_key)
         runtime.jobs.confirm(first, sign_id)
         admin.force(sign_id, status=1)
         resolve(runtime, first, Status.APPROVED)
-        wait_for(lambda: _state(runtime, second) == "pending_audit", what="the next job")
+
+        def probed() -> bool:
+            runtime.reaper.tick()
+            return _state(runtime, second) == "pending_audit"
+
+        wait_for(probed, what="the next job")
     finally:
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait(timeout=10)

@@ -154,6 +154,13 @@ class Accounts:
             self._opened[(app_key, stored_secret)] = cached
         return cached
 
+    def credentials_of(self, name: str) -> Credentials:
+        """An account's credentials, read from the registry."""
+        data = fields(self.store.redis.hgetall(self.store.keys.account(name)))
+        if not data:
+            raise AccountError(f"no account named {name!r}")
+        return self.credentials(name, data["app_key"], data.get("secret", ""))
+
     def remove(self, name: str) -> None:
         """Forget an account; refused while it has outstanding jobs."""
         self.require(name)

@@ -6,11 +6,13 @@ broker, as Dramatiq's own CLI expects.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import dramatiq
+import redis
 import structlog
-from dramatiq import Actor, Broker
+from dramatiq import Actor, Broker, Middleware
 
 from worker import logs, metrics
 from worker.broker import CLEANUP, JOB_EXHAUSTED, POLL, REAP, RUN_JOB, build_broker, track_queue
@@ -18,23 +20,24 @@ from worker.pipeline import RetryLater
 from worker.runtime import Runtime
 from worker.settings import Settings
 
+log = structlog.get_logger(__name__)
 UNEXPECTED_ERROR_RETRIES = 5
-SETTINGS = Settings.from_env()
-logs.configure(SETTINGS.log_level, SETTINGS.log_format)
-broker = build_broker(SETTINGS)
-if metrics.prepare_worker(SETTINGS):
-    from dramatiq.middleware.prometheus import Prometheus  # after prepare_worker, by design
-
-    broker.add_middleware(Prometheus())
-dramatiq.set_broker(broker)
 _runtime: Runtime | None = None
+_runtime_lock = threading.Lock()
+# Redis not answering (a restart, a failover): the work is owned by state in Redis (the outbox,
+# a lease, the due set), so a message that meets this is retried or dropped, never dead-lettered.
+_REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+REDIS_DOWN_RETRY_MS = 2000
 
 
 def runtime() -> Runtime:
-    """This process's runtime, built on first use (after any fork)."""
+    """This process's runtime, built once under a lock (``Boot`` builds it before the first
+    message; worker threads never race to build it)."""
     global _runtime  # noqa: PLW0603 - one runtime per worker process
     if _runtime is None:
-        _runtime = Runtime.build(SETTINGS, broker=broker)
+        with _runtime_lock:
+            if _runtime is None:
+                _runtime = Runtime.build(SETTINGS, broker=broker)
     return _runtime
 
 
@@ -42,6 +45,26 @@ def set_runtime(value: Runtime | None) -> None:
     """Use this runtime in this process (tests point it at the emulator)."""
     global _runtime  # noqa: PLW0603 - one runtime per worker process
     _runtime = value
+
+
+class Boot(Middleware):
+    """Builds the process's runtime and metrics before its worker threads take any message."""
+
+    def before_worker_boot(self, broker: Broker, worker: Any) -> None:
+        """After the fork, before the threads."""
+        runtime()
+        metrics.metrics()
+
+
+SETTINGS = Settings.from_env()
+logs.configure(SETTINGS.log_level, SETTINGS.log_format)
+broker = build_broker(SETTINGS)
+if metrics.prepare_worker(SETTINGS):
+    from dramatiq.middleware.prometheus import Prometheus  # after prepare_worker, by design
+
+    broker.add_middleware(Prometheus())
+broker.add_middleware(Boot())
+dramatiq.set_broker(broker)
 
 
 def _retry_when(retries: int, exception: BaseException) -> bool:
@@ -57,6 +80,10 @@ def run_job(job_id: str) -> None:
         runtime().pipeline.run(job_id)
     except RetryLater as exc:
         raise dramatiq.Retry(str(exc), delay=exc.delay_ms) from None
+    except _REDIS_DOWN as exc:
+        # Not a failure of the job: it is in the outbox or holds a lease, and runs again.
+        log.warning("redis_unavailable", actor="run_job", error=str(exc))
+        raise dramatiq.Retry("redis unavailable", delay=REDIS_DOWN_RETRY_MS) from None
     finally:
         structlog.contextvars.clear_contextvars()
 
@@ -70,8 +97,11 @@ def job_exhausted(message: dict[str, Any], retry_info: dict[str, Any]) -> None:
 
 
 def poll(members: list[str]) -> None:
-    """Poll a chunk of due signatures."""
-    runtime().tracker.poll(members)
+    """Poll a chunk of due signatures (claimed for a while: a lost chunk comes due again)."""
+    try:
+        runtime().tracker.poll(members)
+    except _REDIS_DOWN as exc:
+        log.warning("redis_unavailable", actor="poll", error=str(exc), signatures=len(members))
 
 
 def reap(full: bool) -> None:
@@ -79,8 +109,10 @@ def reap(full: bool) -> None:
     rt = runtime()
     try:
         rt.reaper.tick(full=full)
-    finally:
         rt.store.redis.delete(rt.store.keys.reaping())
+    except _REDIS_DOWN as exc:
+        # The marker expires by itself; the next pass repairs what this one did not.
+        log.warning("redis_unavailable", actor="reap", error=str(exc))
 
 
 def cleanup() -> None:
@@ -88,7 +120,10 @@ def cleanup() -> None:
     from worker.cleanup import Cleanup, Policy  # noqa: PLC0415
 
     rt = runtime()
-    Cleanup(rt).run(Policy.from_settings(rt.settings), dry_run=False)
+    try:
+        Cleanup(rt).run(Policy.from_settings(rt.settings), dry_run=False)
+    except _REDIS_DOWN as exc:
+        log.warning("redis_unavailable", actor="cleanup", error=str(exc))
 
 
 def declare(target: Broker, settings: Settings) -> dict[str, Actor[Any, Any]]:

@@ -47,7 +47,7 @@ def build_broker(settings: Settings, client: Redis | None = None) -> RedisBroker
 
 
 class Enqueuer:
-    """Sends a job's message, then takes the job out of the outbox."""
+    """Sends a job's message, then moves the job's outbox entry to its redelivery deadline."""
 
     def __init__(self, broker: RedisBroker, store: Store) -> None:
         self.broker = broker
@@ -55,12 +55,14 @@ class Enqueuer:
         self.queue = store.settings.queue
 
     def __call__(self, job_ids: Sequence[str]) -> None:
-        """Send one message per job id; the outbox entry goes once the message is in Redis."""
+        """Send one message per job id. The outbox keeps each job until its run starts, so a
+        message lost with a worker's memory is sent again (``SIGNQ_REDELIVER_SECONDS``)."""
         if not job_ids:
             return
         for job_id in job_ids:
             self.send(RUN_JOB, job_id, queue=self.queue)
-        self.store.redis.zrem(self.store.keys.outbox(), *job_ids)
+        redeliver = int(self.store.settings.redeliver_seconds * 1000)
+        self.store.run("sent", redeliver, *job_ids)
 
     def send(self, actor: str, *args: object, queue: str | None = None) -> None:
         """Send one message to an actor by name (the tracking queue unless told otherwise)."""

@@ -3,8 +3,9 @@
 GET echoes ``echostr`` (the URL check). POST verifies the SHA-1 signature with the account's
 credentials, refuses stale timestamps and replayed nonces, and applies an ``SMS_SIGN`` result
 through the tracker's compare-and-set path, so the rejection reason reaches the event. Other
-push types are acknowledged and ignored. A result for a sign id signq does not track, on an
-account with an unconfirmed create, settles that create. Polling stays the source of truth:
+push types are acknowledged and ignored. A result for a sign id signq does not track is kept
+for the account and settles the unconfirmed create whose sign it carries, now or once that
+create is known to be unconfirmed. Polling stays the source of truth:
 with callbacks a change is seen in about a second, without them the poller still sees it.
 
 ``build_app(runtime)`` returns a Starlette app to serve alone (``signq callbacks``) or to mount
@@ -75,9 +76,9 @@ class Receiver:
         tracker = self.runtime.tracker
         status = int(result.status)
         what = tracker.observe_result(account, result.sign_id, status, reason=result.refuse_reason)
-        if what == "untracked" and tracker.adopt(account, result.sign_id):
-            tracker.observe_result(account, result.sign_id, status, reason=result.refuse_reason)
-            what = "adopted"
+        if what == "untracked":
+            adopted = tracker.adopt(account, result.sign_id, status, reason=result.refuse_reason)
+            what = "adopted" if adopted else "kept"
         log.info("callback_applied", account=account, sign_id=result.sign_id, what=what)
         return 200, {"result": what}
 

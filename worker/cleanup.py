@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from worker.jobs import JobError, JobSpec, Submitted
 from worker.runtime import Runtime
 from worker.settings import Settings
-from worker.store import fields, now_ms, texts
+from worker.store import fields, texts
 from worker.tracker import Tracked
 
 PAGE = 1000
@@ -56,7 +56,7 @@ class Cleanup:
 
     def plan(self, policy: Policy) -> list[Tracked]:
         """Tracked signatures the policy would delete (one pass over all tracked, in pages)."""
-        cutoff = now_ms() - int(policy.older_than_seconds * 1000)
+        cutoff = self.runtime.store.time_ms() - int(policy.older_than_seconds * 1000)
         redis = self.runtime.store.redis
         chosen: list[Tracked] = []
         offset = 0

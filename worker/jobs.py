@@ -22,7 +22,7 @@ from worker.accounts import Accounts
 from worker.jsms.errors import ValidationError
 from worker.jsms.models import Image, SignRequest, validate_request, validate_sign_id
 from worker.metrics import metrics
-from worker.store import Change, Store, fields, now_ms, text, texts
+from worker.store import Change, Store, fields, text, texts
 
 OPERATIONS = ("create", "modify", "delete", "query")
 GATED = frozenset({"create", "modify"})
@@ -415,7 +415,6 @@ class Jobs:
             raise JobError(f"job {job_id} is {record.state}, not unconfirmed")
         change = submitted_change(record, sign_id, self.settings.poll_initial_seconds)
         change.from_ = ["unconfirmed"]
-        change.settled = True
         change.set["confirmed_by"] = by
         if not self.store.apply(change).applied:
             raise JobError(f"job {job_id} changed meanwhile; look again")
@@ -445,24 +444,21 @@ class Jobs:
 
 def submitted_change(record: JobRecord, sign_id: int, first_poll_seconds: float) -> Change:
     """The change that records a submission the API accepted: pending audit, tracked, event."""
-    now = now_ms()
     return Change(
         id=record.id,
         from_=["submitting"],
         to="pending_audit",
-        set={"sign_id": sign_id, "uncertain": "", "error": "", "waiting_for": ""},
+        set={"sign_id": str(sign_id), "uncertain": "", "error": "", "waiting_for": ""},
         lease_clear=True,
         unblock=events.make("account.resumed", record.account, reason="external audit cleared"),
         track={
-            "sign_id": sign_id,
-            "due_at": now + int(first_poll_seconds * 1000),
+            "sign_id": str(sign_id),
+            "due_in": int(first_poll_seconds * 1000),
             "fields": {
                 "sign": record.sign or "",
                 "status": 0,
                 "use_status": 0,
                 "job_id": record.id,
-                "since": now,
-                "status_at": now,
             },
         },
         events=[

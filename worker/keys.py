@@ -24,7 +24,8 @@ _TEMPLATES: dict[str, str] = {
     "outbox": "outbox",
     "inflight": "inflight",
     "probes": "probes",
-    "unconfirmed": "unconfirmed",
+    "unconfirmed": "unconfirmed:{0}",
+    "orphans": "orphans:{0}",
     "bucket": "bucket:{0}",
     "events": "events",
     "signature": "sig:{0}:{1}",
@@ -91,7 +92,8 @@ class Keys:
         return self._key("waiting", account)
 
     def outbox(self) -> str:
-        """Sorted set: jobs that need a message, by when; cleared once the message is sent."""
+        """Sorted set: jobs that need a message, by when the reaper sends one if nothing has
+        started them by then; an entry leaves when the job's run starts."""
         return self._key("outbox")
 
     def inflight(self) -> str:
@@ -102,9 +104,13 @@ class Keys:
         """Sorted set: externally blocked accounts, by next probe time."""
         return self._key("probes")
 
-    def unconfirmed(self) -> str:
-        """Sorted set: unconfirmed create jobs, by when their gate hold ends."""
-        return self._key("unconfirmed")
+    def unconfirmed(self, account: str) -> str:
+        """Set: the account's unconfirmed creates, waiting for their sign id to be found."""
+        return self._key("unconfirmed", account)
+
+    def orphans(self, account: str) -> str:
+        """Hash: audit results pushed for sign ids no job claims yet (sign id -> JSON)."""
+        return self._key("orphans", account)
 
     def bucket(self, name: str) -> str:
         """Hash: a token bucket (``*`` is the global one)."""

@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -97,10 +97,19 @@ class Metrics:
         self.api_seconds.labels(operation).observe(seconds)
 
 
-@cache
+_metrics: Metrics | None = None
+_metrics_lock = threading.Lock()
+
+
 def metrics() -> Metrics:
-    """This process's metrics, created on first use (after ``prepare_worker``)."""
-    return Metrics()
+    """This process's metrics, created once (after ``prepare_worker``) under a lock: worker
+    threads racing to register the same series would make prometheus-client refuse one."""
+    global _metrics  # noqa: PLW0603 - one registry per process
+    if _metrics is None:
+        with _metrics_lock:
+            if _metrics is None:
+                _metrics = Metrics()
+    return _metrics
 
 
 class RedisState:

@@ -2,15 +2,20 @@
 
 Outcomes of a submission (create or modify), whose job holds its account's audit gate:
 
-- accepted: pending audit, tracked; the gate stays held until the audit resolves.
+- accepted: pending audit, tracked; the gate stays held until the audit resolves. The sign id
+  is logged as soon as it arrives and recorded whatever happens to Redis or to the job
+  meanwhile: a late answer settles its job (adopted, as a callback would).
 - permanent error: failed; the gate goes to the account's next parked job.
 - transient error: rescheduled with back-off (``RetryLater``) within the retry budget, then failed.
 - auth error: the account is paused; its jobs wait, none fails.
 - 50103 with nothing uncertain behind it: an audit signq did not submit is pending; the account
   is marked blocked and the job, still at the head, is probed on a back-off schedule.
-- outcome unknown: retried once at once through the gate. Success means the first attempt took
-  no effect; 50103 means it did (a modify is then pending; a create is ``unconfirmed``, with
-  the gate held until an operator or a callback settles it, or the hold ends).
+- outcome unknown: retried through the gate on a short schedule while the uncertain window
+  lasts, the only time a retry proves anything. Success means the first attempt took no
+  effect; 50103 means it did (a modify is then pending; a create is ``unconfirmed``). A create
+  still unknown at the end of the window is ``unconfirmed`` too. An unconfirmed create waits
+  for a callback, a late answer or an operator, and hands the gate on at once: the account's
+  next job probes the API (50103: the unknown audit is pending, the account waits blocked).
 """
 
 from __future__ import annotations
@@ -18,10 +23,13 @@ from __future__ import annotations
 import json
 import random
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
+import redis
 import structlog
 
 from worker import events
@@ -39,7 +47,7 @@ from worker.jsms.errors import (
 )
 from worker.jsms.models import Image, SignRequest, Status
 from worker.metrics import metrics
-from worker.store import Change, Store, now_ms, text
+from worker.store import Applied, Change, Store, text
 
 log = structlog.get_logger(__name__)
 _STATE_OF_STATUS = {
@@ -47,6 +55,14 @@ _STATE_OF_STATUS = {
     Status.APPROVED: "approved",
     Status.REJECTED: "rejected",
 }
+# States from which a submission the API accepted is still recorded: whatever a second run
+# (after a lost lease) or the uncertain path did meanwhile, a known sign id settles its job.
+_ACCEPTABLE_FROM = ["submitting", "queued", "parked", "unconfirmed"]
+# How long a run keeps trying to record an outcome while Redis does not answer.
+RECORD_PATIENCE_SECONDS = 600.0
+# Uncertain retries wait at most this long in the worker thread; longer waits are rescheduled.
+_SLEEP_IN_RUN_MAX = 2.0
+_REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 class RetryLater(Exception):
@@ -88,20 +104,33 @@ class Leases:
                 self._held.discard(job_id)
 
     def _renew(self) -> None:
-        period = self.store.settings.lease_seconds / 3
+        lease_ms = int(self.store.settings.lease_seconds * 1000)
         stop = threading.Event()
-        while not stop.wait(period):
+        while not stop.wait(lease_ms / 3000):
             with self._lock:
                 held = list(self._held)
             if not held:
                 continue
-            deadline = now_ms() + int(self.store.settings.lease_seconds * 1000)
             try:
-                self.store.redis.zadd(
-                    self.store.keys.inflight(), dict.fromkeys(held, deadline), xx=True
-                )
+                self.store.run("renew", lease_ms, *held)
             except Exception:
                 log.warning("lease_renewal_failed", jobs=len(held), exc_info=True)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One run of a job: its record as claimed, and Redis's clock at the claim."""
+
+    job: JobRecord
+    creds: Credentials
+    previous: str
+    started_ms: int
+    clock: Callable[[], float]
+    _started: float
+
+    def now_ms(self) -> int:
+        """Redis's clock now, projected from the claim by this host's monotonic clock."""
+        return self.started_ms + int((self.clock() - self._started) * 1000)
 
 
 class Pipeline:
@@ -114,6 +143,9 @@ class Pipeline:
         jobs: Jobs,
         client: JsmsClient,
         enqueue: Enqueue,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.settings = store.settings
@@ -121,7 +153,12 @@ class Pipeline:
         self.jobs = jobs
         self.client = client
         self.enqueue = enqueue
+        self.sleep = sleep
+        self.clock = clock
         self.leases = Leases(store)
+        # Called with an account once one of its creates is unconfirmed: results pushed for it
+        # before then are matched (the tracker's ``settle_unconfirmed``).
+        self.on_unconfirmed: Callable[[str], object] = lambda _account: None
 
     def run(self, job_id: str) -> str:
         """Run one job if it may run now; returns what happened, in a word."""
@@ -129,7 +166,7 @@ class Pipeline:
         reply = self.store.run(
             "start",
             job_id,
-            now_ms() + int(s.lease_seconds * 1000),
+            int(s.lease_seconds * 1000),
             s.rate_limit,
             s.rate_burst,
             s.account_rate_limit,
@@ -143,7 +180,7 @@ class Pipeline:
         if kind != "run":
             log.info("job_not_run", job_id=job_id, why=kind)
             return kind
-        previous, app_key, stored_secret, snapshot = (str(x) for x in reply[1:5])
+        previous, app_key, stored_secret, snapshot, clock = (str(x) for x in reply[1:6])
         job = JobRecord.from_hash(json.loads(snapshot))
         with structlog.contextvars.bound_contextvars(
             job_id=job.id, account=job.account, op=job.op, sign_id=job.sign_id
@@ -152,57 +189,79 @@ class Pipeline:
                 creds = self.accounts.credentials(job.account, app_key, stored_secret)
             except AccountError as exc:
                 return self._pause(job, str(exc))
+            attempt = Attempt(job, creds, previous, int(clock), self.clock, self.clock())
             if job.gated and job.attempts == 0:
-                metrics().gate_wait.observe(max(0.0, (now_ms() - job.created_at) / 1000))
+                metrics().gate_wait.observe(max(0.0, (int(clock) - job.created_at) / 1000))
             with self.leases.hold(job.id):
                 if job.gated:
-                    return self._submit(job, creds, previous)
+                    return self._submit(attempt)
                 if job.op == "delete":
-                    return self._delete(job, creds)
-                return self._query(job, creds)
+                    return self._delete(attempt)
+                return self._query(attempt)
 
-    def _submit(self, job: JobRecord, creds: Credentials, previous: str) -> str:
+    def _submit(self, attempt: Attempt) -> str:
+        job = attempt.job
         # A job found mid-submission was interrupted: its last attempt may have reached the API.
-        uncertain = job.uncertain or previous == "submitting"
-        since = job.ms("uncertain_since") or job.ms("attempt_at") or now_ms()
-        if uncertain and now_ms() - since > self.settings.uncertain_retry_window * 1000:
-            # Too long ago to trust 50103 as proof: the audit may have resolved since.
-            return self._took_effect(job, creds, "the uncertain attempt is too old to retry")
+        uncertain = job.uncertain or attempt.previous == "submitting"
+        since = job.ms("uncertain_since") or job.ms("attempt_at") or attempt.started_ms
+        window_ms = int(self.settings.uncertain_retry_window * 1000)
         request = self._request(job)
         if request is None:
             return self._fail(job, None, "an audit image expired from Redis before submission")
+        retries = 0
         while True:
+            if uncertain and attempt.now_ms() - since > window_ms:
+                # Too long ago to trust 50103 as proof: the audit may have resolved since.
+                return self._took_effect(attempt, "no decisive answer within the uncertain window")
             try:
                 if job.op == "create":
-                    sign_id = self.client.create(creds, request)
+                    sign_id = self.client.create(attempt.creds, request)
                 else:
-                    sign_id = self.client.modify(creds, _need(job.sign_id), request)
+                    sign_id = self.client.modify(attempt.creds, _need(job.sign_id), request)
             except OutcomeUnknown as exc:
-                if uncertain:
-                    return self._transient(job, exc, uncertain=True)
-                # Retry once, at once, through the gate this job holds: the answer tells.
-                uncertain = True
-                self._mark_uncertain(job, exc)
-                log.warning("submission_outcome_unknown", error=str(exc))
-                continue
+                if not uncertain:
+                    uncertain, since = True, attempt.now_ms()
+                    self._mark_uncertain(job, exc)
+                    log.warning("submission_outcome_unknown", error=str(exc))
+                error: JsmsError = exc
             except JsmsError as exc:
-                return self._refused(job, creds, exc, uncertain=uncertain)
-            return self._accepted(job, sign_id)
+                if not (uncertain and exc.retryable and not isinstance(exc, AuthError)):
+                    return self._refused(attempt, exc, uncertain=uncertain)
+                error = exc
+            else:
+                return self._accepted(attempt, sign_id)
+            # No decisive answer while the outcome is unknown: try again soon, inside the window.
+            delay = self._uncertain_delay(retries, error)
+            retries += 1
+            if attempt.now_ms() + delay * 1000 - since > window_ms:
+                return self._took_effect(attempt, "no decisive answer within the uncertain window")
+            if delay > _SLEEP_IN_RUN_MAX:
+                return self._transient(attempt, error, uncertain=True, delay_ms=int(delay * 1000))
+            self.sleep(delay)
 
-    def _refused(
-        self, job: JobRecord, creds: Credentials, exc: JsmsError, *, uncertain: bool
-    ) -> str:
+    def _uncertain_delay(self, retries: int, error: JsmsError) -> float:
+        """The short schedule of uncertain retries: at once, then doubling from 0.25 s up to a
+        tenth of the window, or what a 429 asked for."""
+        if isinstance(error, RateLimited) and error.retry_after is not None:
+            return error.retry_after
+        if retries == 0:
+            return 0.0
+        cap = max(0.25, self.settings.uncertain_retry_window / 10)
+        return float(min(cap, 0.25 * 2 ** (retries - 1)))
+
+    def _refused(self, attempt: Attempt, exc: JsmsError, *, uncertain: bool) -> str:
         """The API answered a submission with an error."""
+        job = attempt.job
         if isinstance(exc, AuditPending):
             if uncertain:
-                return self._took_effect(job, creds, "a retry answered 50103")
+                return self._took_effect(attempt, "a retry answered 50103")
             return self._blocked(job, exc)
         if isinstance(exc, InvalidSignId) and uncertain and job.op == "modify":
-            return self._modify_resolved(job, creds, exc)
+            return self._modify_resolved(attempt, exc)
         if isinstance(exc, AuthError):
             return self._pause(job, str(exc), exc)
         if exc.retryable:
-            return self._transient(job, exc, uncertain=uncertain)
+            return self._transient(attempt, exc, uncertain=uncertain)
         return self._fail(job, exc)
 
     def _request(self, job: JobRecord) -> SignRequest | None:
@@ -214,28 +273,64 @@ class Pipeline:
             images.append(Image(data, name))
         return SignRequest(job.sign or "", tuple(images), job.type, job.remark)
 
-    def _accepted(self, job: JobRecord, sign_id: int) -> str:
-        self.store.apply(submitted_change(job, sign_id, self.settings.poll_initial_seconds))
-        log.info("signature_submitted", sign_id=sign_id)
-        return "pending_audit"
+    def _apply(self, change: Change, **context: object) -> Applied:
+        """Apply a change, waiting out a Redis that does not answer (a restart, a failover):
+        an outcome the API gave is never dropped for want of Redis. Bounded, and logged."""
+        deadline = self.clock() + RECORD_PATIENCE_SECONDS
+        pause = 0.1
+        while True:
+            try:
+                return self.store.apply(change)
+            except _REDIS_DOWN as exc:
+                if self.clock() + pause > deadline:
+                    log.error("outcome_not_recorded", to=change.to, error=str(exc), **context)
+                    raise
+                log.warning("outcome_record_waiting_for_redis", error=str(exc), **context)
+                self.sleep(pause)
+                pause = min(5.0, pause * 2)
 
-    def _took_effect(self, job: JobRecord, creds: Credentials, why: str) -> str:
+    def _accepted(self, attempt: Attempt, sign_id: int) -> str:
+        job = attempt.job
+        log.info("submission_accepted_by_api", api_sign_id=sign_id)
+        change = submitted_change(job, sign_id, self.settings.poll_initial_seconds)
+        change.from_ = _ACCEPTABLE_FROM
+        change.unpark = True
+        applied = self._apply(change, api_sign_id=sign_id)
+        if applied.applied:
+            if applied.previous != "submitting":
+                log.warning("late_answer_adopted", api_sign_id=sign_id, was=applied.previous)
+            log.info("signature_submitted", sign_id=sign_id)
+            return "pending_audit"
+        # The job ended meanwhile (failed, cancelled, abandoned): the signature exists all the
+        # same, so it is tracked and its audit result published.
+        log.error("late_answer_for_finished_job", api_sign_id=sign_id, state=applied.previous)
+        self._track_orphan(job, sign_id)
+        return applied.previous or "missing"
+
+    def _track_orphan(self, job: JobRecord, sign_id: int) -> None:
+        redis_ = self.store.redis
+        key = self.store.keys.signature(job.account, sign_id)
+        pipe = redis_.pipeline(transaction=True)
+        pipe.hsetnx(key, "since", self.store.time_ms())
+        pipe.hsetnx(key, "sign", job.sign or "")
+        pipe.zadd(self.store.keys.due(), {f"{job.account}:{sign_id}": 0}, nx=True)
+        pipe.execute()
+
+    def _took_effect(self, attempt: Attempt, why: str) -> str:
+        job = attempt.job
         if job.op == "modify":
-            return self._accepted(job, _need(job.sign_id))
-        hold = now_ms() + int(self.settings.unconfirmed_hold_hours * 3_600_000)
-        error = {
-            "code": 50103,
-            "message": f"create outcome unknown: {why}; settle it with "
-            "`signq jobs confirm` or `signq jobs abandon`",
-        }
-        self.store.apply(
+            return self._accepted(attempt, _need(job.sign_id))
+        error = {"code": 50103, "message": f"create outcome unknown: {why}"}
+        applied = self._apply(
             Change(
                 id=job.id,
                 from_=["submitting"],
                 to="unconfirmed",
-                set={"error": json.dumps(error), "waiting_for": "operator_or_callback"},
+                set={"error": json.dumps(error), "waiting_for": "sign_id"},
                 lease_clear=True,
-                unconfirmed_until=hold,
+                # The account's next job goes on, probing: a 50103 then means this create's
+                # audit is pending, and the account waits blocked; a success, that it is over.
+                release=True,
                 events=[
                     events.make(
                         "job.unconfirmed", job.account, job_id=job.id, sign=job.sign, reason=why
@@ -243,37 +338,40 @@ class Pipeline:
                 ],
             )
         )
+        if not applied.applied:
+            return applied.previous
         log.warning("job_unconfirmed", why=why)
+        if applied.next_job:
+            self.enqueue([applied.next_job])
+        self.on_unconfirmed(job.account)
         return "unconfirmed"
 
-    def _modify_resolved(self, job: JobRecord, creds: Credentials, exc: InvalidSignId) -> str:
+    def _modify_resolved(self, attempt: Attempt, exc: InvalidSignId) -> str:
         """A retried modify refused as 'not rejected': the first one went through if its audit
         has already moved on."""
+        job = attempt.job
         try:
-            signature = self.client.query(creds, _need(job.sign_id))
+            signature = self.client.query(attempt.creds, _need(job.sign_id))
         except JsmsError:
             return self._fail(job, exc)
         if signature.status is Status.REJECTED:
             return self._fail(job, exc)
-        return self._accepted(job, signature.sign_id)
+        return self._accepted(attempt, signature.sign_id)
 
     def _mark_uncertain(self, job: JobRecord, exc: OutcomeUnknown) -> None:
         metrics().uncertain.labels(job.op).inc()
-        self.store.apply(
+        self._apply(
             Change(
                 id=job.id,
                 from_=["submitting"],
-                set={
-                    "uncertain": "1",
-                    "uncertain_since": now_ms(),
-                    "error": json.dumps(exc.to_dict()),
-                },
+                set={"uncertain": "1", "error": json.dumps(exc.to_dict())},
+                stamp="uncertain_since",
             )
         )
 
     def _blocked(self, job: JobRecord, exc: AuditPending) -> str:
         s = self.settings
-        self.store.apply(
+        self._apply(
             Change(
                 id=job.id,
                 from_=["submitting"],
@@ -294,7 +392,7 @@ class Pipeline:
 
     def _pause(self, job: JobRecord, reason: str, exc: JsmsError | None = None) -> str:
         error = exc.to_dict() if exc else {"code": None, "message": reason}
-        self.store.apply(
+        self._apply(
             Change(
                 id=job.id,
                 from_=["submitting"],
@@ -317,18 +415,27 @@ class Pipeline:
         log.warning("account_paused", reason=reason)
         return "paused"
 
-    def _transient(self, job: JobRecord, exc: JsmsError, *, uncertain: bool) -> str:
-        now = now_ms()
-        first = job.ms("first_failure_at") or now
-        if now - first > self.settings.retry_budget_seconds * 1000:
+    def _transient(
+        self,
+        attempt: Attempt,
+        exc: JsmsError,
+        *,
+        uncertain: bool,
+        delay_ms: int | None = None,
+    ) -> str:
+        job = attempt.job
+        first = job.ms("first_failure_at") or attempt.now_ms()
+        if attempt.now_ms() - first > self.settings.retry_budget_seconds * 1000:
             return self._fail(job, exc, "gave up after the retry budget: " + str(exc))
-        if isinstance(exc, RateLimited) and exc.retry_after is not None:
+        if delay_ms is not None:
+            delay = delay_ms
+        elif isinstance(exc, RateLimited) and exc.retry_after is not None:
             delay = int(exc.retry_after * 1000)
         else:
             delay = _backoff(
                 job.attempts, self.settings.retry_backoff_min, self.settings.retry_backoff_max
             )
-        self.store.apply(
+        self._apply(
             Change(
                 id=job.id,
                 from_=["submitting"],
@@ -336,9 +443,10 @@ class Pipeline:
                 set={
                     "waiting_for": "retry",
                     "error": json.dumps(exc.to_dict()),
-                    "first_failure_at": first,
                     "uncertain": "1" if uncertain else "",
                 },
+                stamp="first_failure_at",
+                retry_in=delay,
                 lease_clear=True,
             )
         )
@@ -350,13 +458,14 @@ class Pipeline:
         error: dict[str, Any] = exc.to_dict() if exc else {"code": None}
         if message:
             error["message"] = message
-        applied = self.store.apply(
+        applied = self._apply(
             Change(
                 id=job.id,
                 from_=["submitting", "queued", "parked"],
                 to="failed",
                 set={"error": json.dumps(error), "waiting_for": ""},
                 lease_clear=True,
+                unpark=True,
                 release=job.gated,
                 terminal=retention_ms(self.settings.job_retention_days),
                 events=[
@@ -391,7 +500,8 @@ class Pipeline:
             return "missing"
         return self._fail(record, None, f"account {record.account} no longer exists")
 
-    def _delete(self, job: JobRecord, creds: Credentials) -> str:
+    def _delete(self, attempt: Attempt) -> str:
+        job, creds = attempt.job, attempt.creds
         sign_id = _need(job.sign_id)
         cleanup = job.raw.get("cleanup") == "1"
         try:
@@ -407,9 +517,9 @@ class Pipeline:
                 return self._skip(job, sign_id, f"in use or the default signature ({exc.code})")
             return self._fail(job, exc)
         except JsmsError as exc:
-            return self._api_error(job, exc)
+            return self._api_error(attempt, exc)
         retention = retention_ms(self.settings.job_retention_days)
-        self.store.apply(
+        self._apply(
             Change(
                 id=job.id,
                 from_=["submitting"],
@@ -432,18 +542,18 @@ class Pipeline:
         metrics().jobs_finished.labels(job.op, "deleted").inc()
         return "deleted"
 
-    def _api_error(self, job: JobRecord, exc: JsmsError) -> str:
+    def _api_error(self, attempt: Attempt, exc: JsmsError) -> str:
         """A query or delete refused: pause on auth, reschedule if transient, else fail."""
         if isinstance(exc, AuthError):
-            return self._pause(job, str(exc), exc)
+            return self._pause(attempt.job, str(exc), exc)
         if exc.retryable:
-            return self._transient(job, exc, uncertain=False)
-        return self._fail(job, exc)
+            return self._transient(attempt, exc, uncertain=False)
+        return self._fail(attempt.job, exc)
 
     def _skip(self, job: JobRecord, sign_id: int, why: str) -> str:
         """Cleanup leaves this signature alone, says why, and counts it as no failure."""
         message = f"skipped by cleanup: {why}"
-        self.store.apply(
+        self._apply(
             Change(
                 id=job.id,
                 from_=["submitting"],
@@ -461,14 +571,14 @@ class Pipeline:
         return "skipped"
 
     def _release_holder_of(self, account: str, sign_id: int, retention: int) -> None:
-        """A deleted signature's audit will never resolve: its job's gate moves on."""
+        """A deleted signature's audit will never resolve: its job is over, its gate moves on."""
         holder = text(self.store.redis.get(self.store.keys.gate(account)))
         if not holder:
             return
         record = self.jobs.get(holder)
         if record is None or record.sign_id != sign_id:
             return
-        applied = self.store.apply(
+        applied = self._apply(
             Change(
                 id=record.id,
                 from_=["pending_audit", "unconfirmed"],
@@ -480,11 +590,12 @@ class Pipeline:
         if applied.next_job:
             self.enqueue([applied.next_job])
 
-    def _query(self, job: JobRecord, creds: Credentials) -> str:
+    def _query(self, attempt: Attempt) -> str:
+        job = attempt.job
         try:
-            signature = self.client.query(creds, _need(job.sign_id))
+            signature = self.client.query(attempt.creds, _need(job.sign_id))
         except JsmsError as exc:
-            return self._api_error(job, exc)
+            return self._api_error(attempt, exc)
         result: dict[str, Any] = {
             "sign_id": signature.sign_id,
             "sign": signature.sign,
@@ -493,7 +604,7 @@ class Pipeline:
             "is_default": signature.is_default,
         }
         state = _STATE_OF_STATUS[signature.status]
-        self.store.apply(
+        self._apply(
             Change(
                 id=job.id,
                 from_=["submitting"],

@@ -1,26 +1,23 @@
 """The reaper: repairs what a crash between two steps left behind, run by the scheduler tick.
 
-Each repair is bounded in size per tick and reads only what is due (sorted sets by time):
-
-- outbox: a job that should have a message but has had none for a while gets one;
-- in-flight leases: a job whose executing process died gets a new message (its next run
-  knows its last attempt may have reached the API);
-- probes: an externally blocked account's head job is tried again;
-- unconfirmed holds: a create never settled releases its account's gate after the hold;
-- every ``full`` tick: each account's gate is checked (a finished holder released, a stranded
-  FIFO head promoted), and expired job ids leave the state indexes.
+Each repair is bounded in size per pass and reads only what is due (sorted sets by time, on
+Redis's clock). One script moves, atomically, expired in-flight leases (a job whose process
+died) and due probes (the head job of an externally blocked account) into the outbox; then
+every outbox entry that is due gets its message: a job whose sender died, a retry whose
+delayed message was lost with a worker's memory, a message never picked up. Sending comes
+before the entry moves on, so a pass killed at any point loses nothing: the next pass sends
+what this one did not. Every ``full`` pass also checks each account's gate (a finished holder
+released, a stranded FIFO head promoted) and drops expired job ids from the state indexes.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 import structlog
 
-from worker import events
 from worker.jobs import TERMINAL, Enqueue, retention_ms
-from worker.store import Change, Store, now_ms, text, texts
+from worker.store import Store, texts
 
 log = structlog.get_logger(__name__)
 BATCH = 500
@@ -33,7 +30,6 @@ class Repairs:
     resent: int = 0
     expired_leases: int = 0
     probes: int = 0
-    holds_released: int = 0
     gates_repaired: int = 0
     pruned: int = 0
     jobs: list[str] = field(default_factory=list)
@@ -50,65 +46,20 @@ class Reaper:
 
     def tick(self, *, full: bool = False) -> Repairs:
         """Repair what is due; with ``full``, also audit every gate and prune indexes."""
-        repairs = Repairs()
-        now = now_ms()
-        redis = self.store.redis
-        grace = int(self.settings.outbox_grace_seconds * 1000)
-        stale = texts(
-            redis.zrangebyscore(self.keys.outbox(), "-inf", now - grace, start=0, num=BATCH)
-        )
-        repairs.resent = len(stale)
-        expired = texts(redis.zrangebyscore(self.keys.inflight(), "-inf", now, start=0, num=BATCH))
-        if expired:
-            redis.zrem(self.keys.inflight(), *expired)
-            repairs.expired_leases = len(expired)
-        probe_accounts = texts(
-            redis.zrangebyscore(self.keys.probes(), "-inf", now, start=0, num=BATCH)
-        )
-        heads = []
-        if probe_accounts:
-            redis.zrem(self.keys.probes(), *probe_accounts)
-            pipe = redis.pipeline(transaction=False)
-            for account in probe_accounts:
-                pipe.get(self.keys.gate(account))
-            heads = [h for h in texts(pipe.execute()) if h]
-            repairs.probes = len(heads)
-        released = self._release_holds(now)
-        repairs.holds_released = len(released)
-        repaired = self._repair_gates() if full else []
-        repairs.gates_repaired = len(repaired)
+        expired, probes, *due = (str(x) for x in self.store.run("reap", BATCH))
+        repairs = Repairs(expired_leases=int(expired), probes=int(probes))
         if full:
-            repairs.pruned = self._prune(now)
-        to_send = list(dict.fromkeys([*stale, *expired, *heads, *released, *repaired]))
-        if to_send:
-            self.enqueue(to_send)
+            # A repaired gate's next job is in the outbox already, and is sent now.
+            handed = self._repair_gates()
+            repairs.gates_repaired = len(handed)
+            repairs.pruned = self._prune()
+            due = list(dict.fromkeys([*due, *handed]))
+        repairs.resent = len(due)
+        if due:
+            self.enqueue(due)
             log.info("reaper_repaired", **{k: v for k, v in vars(repairs).items() if v})
-        repairs.jobs = to_send
+        repairs.jobs = due
         return repairs
-
-    def _release_holds(self, now: int) -> list[str]:
-        ids = texts(
-            self.store.redis.zrangebyscore(self.keys.unconfirmed(), "-inf", now, start=0, num=BATCH)
-        )
-        handed = []
-        for job_id in ids:
-            account = text(self.store.redis.hget(self.keys.job(job_id), "account"))
-            why = "unconfirmed hold ended; the account's gate was released"
-            applied = self.store.apply(
-                Change(
-                    id=job_id,
-                    from_=["unconfirmed"],
-                    set={"error": json.dumps({"code": None, "message": why})},
-                    release=True,
-                    terminal=retention_ms(self.settings.job_retention_days),
-                    events=[events.make("job.unconfirmed", account, job_id=job_id, reason=why)],
-                )
-            )
-            if not applied.applied:
-                self.store.redis.zrem(self.keys.unconfirmed(), job_id)
-            if applied.next_job:
-                handed.append(applied.next_job)
-        return handed
 
     def _repair_gates(self) -> list[str]:
         accounts = texts(self.store.redis.smembers(self.keys.accounts()))
@@ -123,8 +74,8 @@ class Reaper:
                     handed.append(str(next_job))
         return handed
 
-    def _prune(self, now: int) -> int:
-        cutoff = now - retention_ms(self.settings.job_retention_days)
+    def _prune(self) -> int:
+        cutoff = self.store.time_ms() - retention_ms(self.settings.job_retention_days)
         pipe = self.store.redis.pipeline(transaction=False)
         for state in TERMINAL:
             pipe.zremrangebyscore(self.keys.jobs_by_state(state), "-inf", cutoff)

@@ -55,6 +55,7 @@ class Runtime:
             client.observer = metrics().observe_api
         pipeline = Pipeline(store, accounts, jobs, client, enqueue)
         tracker = Tracker(store, accounts, jobs, client, enqueue)
+        pipeline.on_unconfirmed = tracker.settle_unconfirmed
         return cls(
             settings=settings,
             store=store,

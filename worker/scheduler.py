@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from worker.store import Store, now_ms, text
+from worker.store import Store, text
 from worker.tracker import Tracker
 
 log = structlog.get_logger(__name__)
@@ -101,7 +101,7 @@ class Scheduler:
             self.keys.ticks(),
             mapping={
                 "leader": self.node,
-                "at": now_ms(),
+                "at": self.store.time_ms(),
                 "due": len(due),
                 "ms": round((time.perf_counter() - started) * 1000, 2),
             },
@@ -113,7 +113,7 @@ class Scheduler:
         hours = self.settings.cleanup_interval_hours
         if hours <= 0:
             return False
-        now = now_ms()
+        now = self.store.time_ms()
         last = text(self.store.redis.get(self.keys.cleanup()))
         if last and now - int(last) < hours * 3_600_000:
             return False

@@ -56,10 +56,12 @@ class Settings:
     retry_backoff_min: float = 5.0
     retry_backoff_max: float = 300.0
     uncertain_retry_window: float = 300.0
-    unconfirmed_hold_hours: float = 72.0
     probe_backoff_initial: float = 30.0
     probe_backoff_max: float = 900.0
     outbox_grace_seconds: float = 30.0
+    # A queued job whose run has not started this long after its message was sent gets another
+    # (a worker's reconnect can drop the messages it held in memory).
+    redeliver_seconds: float = 600.0
     # Rate limits toward the API, in requests per second (0: unlimited).
     rate_limit: float = 0.0
     rate_burst: int = 10
@@ -128,6 +130,7 @@ class Settings:
             "probe_backoff_initial",
             "probe_backoff_max",
             "outbox_grace_seconds",
+            "redeliver_seconds",
             "rate_burst",
             "account_rate_burst",
             "events_maxlen",
@@ -150,7 +153,6 @@ class Settings:
             "max_parked_per_account",
             "retry_budget_seconds",
             "uncertain_retry_window",
-            "unconfirmed_hold_hours",
             "rate_limit",
             "account_rate_limit",
             "cleanup_interval_hours",

@@ -7,7 +7,7 @@ from typing import Any
 from worker.broker import track_queue
 from worker.jobs import STATES
 from worker.runtime import Runtime
-from worker.store import fields, now_ms, text, texts
+from worker.store import fields, text, texts
 
 PAGE = 5000
 
@@ -34,9 +34,10 @@ def collect(runtime: Runtime) -> dict[str, Any]:
     pipe = r.pipeline(transaction=False)
     for state in STATES:
         pipe.zcard(keys.jobs_by_state(state))
-    for name in ("gates", "outbox", "inflight", "probes", "unconfirmed", "due"):
-        pipe.zcard(getattr(keys, name)()) if name != "gates" else pipe.scard(keys.gates())
-    pipe.zcount(keys.due(), "-inf", now_ms())
+    pipe.scard(keys.gates())
+    for name in ("outbox", "inflight", "probes", "due"):
+        pipe.zcard(getattr(keys, name)())
+    pipe.zcount(keys.due(), "-inf", runtime.store.time_ms())
     pipe.get(keys.leader())
     pipe.pttl(keys.leader())
     pipe.hgetall(keys.ticks())
@@ -44,7 +45,7 @@ def collect(runtime: Runtime) -> dict[str, Any]:
     pipe.xrevrange(keys.events(), count=1)
     replies = iter(pipe.execute())
     jobs = {state: next(replies) for state in STATES}
-    gates, outbox, inflight, probes, unconfirmed, tracked = (next(replies) for _ in range(6))
+    gates, outbox, inflight, probes, tracked = (next(replies) for _ in range(5))
     due = next(replies)
     leader, leader_ttl, ticks = text(next(replies)), next(replies), fields(next(replies))
     stream_length, last = next(replies), next(replies)
@@ -58,7 +59,7 @@ def collect(runtime: Runtime) -> dict[str, Any]:
             "paused": [a.name for a in accounts if a.status == "paused"],
             "blocked": [a.name for a in accounts if a.blocked],
             "probes_scheduled": probes,
-            "unconfirmed_jobs": unconfirmed,
+            "unconfirmed_jobs": jobs["unconfirmed"],
         },
         "parked_jobs": jobs["parked"],
         "signatures": {"tracked": tracked, "due": due, "by_status": _by_status(runtime)},

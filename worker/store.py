@@ -36,7 +36,8 @@ def fields(value: Any) -> dict[str, str]:
 
 
 def now_ms() -> int:
-    """Wall-clock time in milliseconds: every score and timestamp signq stores."""
+    """This host's wall-clock time in ms: for what one process measures or shows, never for a
+    deadline another process compares (those read Redis's clock: ``Store.time_ms``)."""
     return int(time.time() * 1000)
 
 
@@ -48,6 +49,10 @@ class Change:
     from_: list[str] | None = None
     to: str | None = None
     set: dict[str, Any] = field(default_factory=dict)
+    # Run again this many ms from now (Redis's clock), owned by the outbox meanwhile.
+    retry_in: int | None = None
+    # A field set to Redis's time in ms, unless it is set already (when a wait began).
+    stamp: str | None = None
     lease_clear: bool = False
     unpark: bool = False
     wait: bool = False
@@ -57,10 +62,7 @@ class Change:
     release: bool = False
     track: dict[str, Any] | None = None
     untrack: int | None = None
-    unconfirmed_until: int | None = None
     terminal: int | None = None
-    settled: bool = False
-    requeue: bool = False
     events: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
@@ -68,6 +70,8 @@ class Change:
         spec = {k: v for k, v in asdict(self).items() if v not in (None, False, [], {})}
         if self.from_ is not None:
             spec["from"] = spec.pop("from_")
+        if self.untrack is not None:
+            spec["untrack"] = str(self.untrack)  # never a Lua number: ids may exceed 2^53
         return json.dumps(spec, ensure_ascii=False)
 
 
@@ -111,13 +115,22 @@ class Store:
                 "poll",
                 "observe",
                 "retry",
+                "renew",
+                "reap",
+                "sent",
             )
         }
 
     def run(self, name: str, *args: object, pipe: Any = None) -> Any:
-        """Run a script with the common arguments (prefix, now, events MAXLEN) first."""
-        argv: list[Any] = [self.settings.prefix, now_ms(), self.settings.events_maxlen, *args]
+        """Run a script with the common arguments (prefix, events MAXLEN, outbox grace) first."""
+        s = self.settings
+        argv: list[Any] = [s.prefix, s.events_maxlen, int(s.outbox_grace_seconds * 1000), *args]
         return self._scripts[name](args=argv, client=pipe or self.redis)
+
+    def time_ms(self) -> int:
+        """Redis's clock in ms: the one clock every process shares for deadlines."""
+        seconds, micros = self.redis.time()
+        return int(seconds) * 1000 + int(micros) // 1000
 
     def apply(self, change: Change) -> Applied:
         """Apply a change to a job atomically."""

@@ -18,17 +18,19 @@ import structlog
 
 from worker import events
 from worker.accounts import AccountError, Accounts
-from worker.jobs import Enqueue, Jobs, retention_ms
+from worker.jobs import Enqueue, JobError, Jobs, retention_ms
 from worker.jsms.client import JsmsClient
 from worker.jsms.errors import AuthError, InvalidSignId, JsmsError
 from worker.jsms.models import Signature, validate_sign_id
 from worker.metrics import metrics
-from worker.store import Store, fields, now_ms, text, texts
+from worker.store import Store, fields, text, texts
 
 log = structlog.get_logger(__name__)
 CLAIM_MS = 60_000
 TRANSIENT_RETRY_MS = 30_000
 PAUSED_RETRY_MS = 60_000
+# How long a pushed result no job claims yet is kept for its account.
+ORPHAN_TTL_MS = 7 * 86_400_000
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,7 @@ class Tracker:
         """Register existing signatures to watch; returns how many were new. Due at once."""
         self.accounts.require(account)
         ids = [validate_sign_id(s) for s in sign_ids]
-        now = now_ms()
+        now = self.store.time_ms()
         pipe = self.store.redis.pipeline(transaction=False)
         for sign_id in ids:
             key = self.keys.signature(account, sign_id)
@@ -95,12 +97,11 @@ class Tracker:
 
     def claim_due(self, limit: int) -> list[str]:
         """Take up to ``limit`` due signatures for polling (``account:sign_id`` members)."""
-        reply = texts(self.store.run("claim", limit, CLAIM_MS))
+        now, *reply = texts(self.store.run("claim", limit, CLAIM_MS))
         members, due_at = reply[0::2], reply[1::2]
-        now = now_ms()
         lag = metrics().poll_lag
         for score in due_at:
-            lag.observe(max(0.0, (now - float(score)) / 1000))
+            lag.observe(max(0.0, (int(now) - float(score)) / 1000))
         return members
 
     def poll(self, members: list[str]) -> list[str]:
@@ -235,21 +236,68 @@ class Tracker:
             )
         return what
 
-    def adopt(self, account: str, sign_id: int) -> str | None:
-        """A callback for an unknown sign id settles the account's unconfirmed create, if any.
+    def adopt(
+        self, account: str, sign_id: int, status: int, *, reason: str | None = None
+    ) -> str | None:
+        """A result pushed for a sign id nothing tracks: kept for the account (it may belong to
+        a create not yet known to be unconfirmed), then matched against the account's
+        unconfirmed creates. Returns the id of the job it settled, if any."""
+        kept = json.dumps({"status": status, "reason": reason}, ensure_ascii=False)
+        pipe = self.store.redis.pipeline(transaction=True)
+        pipe.hset(self.keys.orphans(account), str(sign_id), kept)
+        pipe.pexpire(self.keys.orphans(account), ORPHAN_TTL_MS)
+        pipe.execute()
+        return self.settle_unconfirmed(account).get(sign_id)
 
-        Returns the adopted job's id.
-        """
-        holder = text(self.store.redis.get(self.keys.gate(account)))
-        record = self.jobs.get(holder) if holder else None
-        if record is None or record.state != "unconfirmed" or record.op != "create":
-            return None
-        self.jobs.confirm(record.id, sign_id, by="callback")
-        log.info("unconfirmed_create_adopted", account=account, sign_id=sign_id, job_id=record.id)
-        return record.id
+    def settle_unconfirmed(self, account: str) -> dict[int, str]:
+        """Match the results kept for an account to its unconfirmed creates by their sign (the
+        API tells a sign id's sign); each match confirms the create and applies its result.
+        Returns the sign ids settled, with their job ids."""
+        redis_ = self.store.redis
+        waiting = texts(redis_.smembers(self.keys.unconfirmed(account)))
+        kept = fields(redis_.hgetall(self.keys.orphans(account))) if waiting else {}
+        if not kept:
+            return {}
+        records = sorted(
+            (r for r in map(self.jobs.get, waiting) if r and r.state == "unconfirmed"),
+            key=lambda r: r.created_at,
+        )
+        try:
+            creds = self.accounts.credentials_of(account)
+        except AccountError:
+            return {}
+        settled: dict[int, str] = {}
+        for raw_id, result in kept.items():
+            sign_id = int(raw_id)
+            try:
+                sign = self.client.query(creds, sign_id).sign
+            except InvalidSignId:
+                redis_.hdel(self.keys.orphans(account), raw_id)
+                continue
+            except JsmsError as exc:
+                log.warning(
+                    "orphan_result_unmatched", account=account, sign_id=sign_id, error=str(exc)
+                )
+                continue
+            match = next((r for r in records if r.sign == sign), None)
+            if match is None:
+                continue
+            records.remove(match)
+            try:
+                self.jobs.confirm(match.id, sign_id, by="callback")
+            except JobError:
+                continue
+            pushed = json.loads(result)
+            self.observe_result(account, sign_id, int(pushed["status"]), reason=pushed["reason"])
+            redis_.hdel(self.keys.orphans(account), raw_id)
+            settled[sign_id] = match.id
+            log.info(
+                "unconfirmed_create_adopted", account=account, sign_id=sign_id, job_id=match.id
+            )
+        return settled
 
     def _later(self, member: str, delay_ms: int) -> None:
-        self.store.redis.zadd(self.keys.due(), {member: now_ms() + delay_ms}, xx=True)
+        self.store.redis.zadd(self.keys.due(), {member: self.store.time_ms() + delay_ms}, xx=True)
 
     def _forget(self, member: str) -> None:
         account, _, sign_id = member.rpartition(":")

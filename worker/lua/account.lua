@@ -21,7 +21,7 @@ for _, id in ipairs(ids) do
   if state == 'parked' or state == 'queued' then
     set_state(id, state, 'queued')
     redis.call('HDEL', K.job(id), 'waiting_for')
-    redis.call('ZADD', K.outbox(), NOW, id)
+    outbox(id, NOW + GRACE)
     queued[#queued + 1] = id
   end
 end

@@ -1,6 +1,7 @@
 -- Apply one state change to a job atomically, compare-and-set on its state, with everything
--- that goes with it: gate release and hand-off, account pause/block, tracking, events.
--- ARGV[4]: JSON spec (see worker/store.py, Change). Returns {applied, previous state, next job}.
+-- that goes with it: gate release and hand-off, account pause/block, tracking, the outbox,
+-- events. ARGV[4]: JSON spec (see worker/store.py, Change). Returns {applied, previous state,
+-- next job}.
 local s = cjson.decode(ARGV[4])
 local id = s.id
 local jk = K.job(id)
@@ -12,13 +13,24 @@ if s.from then
   if not ok then return {0, state, ''} end
 end
 local account = redis.call('HGET', jk, 'account')
-if s.to then set_state(id, state, s.to) end
+if s.to then
+  set_state(id, state, s.to)
+  -- Only a job waiting for a message belongs in the outbox; a retry re-enters it below.
+  if s.to ~= 'queued' then redis.call('ZREM', K.outbox(), id) end
+end
 if s.set then
   for k, v in pairs(s.set) do
     if v == cjson.null or v == '' then redis.call('HDEL', jk, k)
     else redis.call('HSET', jk, k, tostring(v)) end
   end
 end
+if s.retry_in then
+  -- A retry later: its message is delayed in a worker's memory, and the outbox owns the job in
+  -- case that memory is lost.
+  redis.call('HSET', jk, 'run_at', NOW + s.retry_in)
+  outbox(id, NOW + s.retry_in + GRACE)
+end
+if s.stamp then redis.call('HSETNX', jk, s.stamp, NOW) end
 if s.lease_clear then redis.call('ZREM', K.inflight(), id) end
 if s.unpark then
   redis.call('LREM', K.parked(account), 0, id)
@@ -39,7 +51,10 @@ if s.block then
   local delay = math.min(s.block.max_ms, s.block.initial_ms * 2 ^ (probes - 1))
   redis.call('ZADD', K.probes(), NOW + delay, account)
 end
-if s.unblock and redis.call('HGET', acc, 'blocked') == '1' then
+-- Only the blocked head's own success clears the block: a create confirmed or adopted meanwhile
+-- is not the job being probed.
+if s.unblock and redis.call('HGET', acc, 'blocked') == '1'
+    and redis.call('GET', K.gate(account)) == id then
   redis.call('HSET', acc, 'blocked', '0', 'probes', 0)
   redis.call('ZREM', K.probes(), account)
   publish(s.unblock)
@@ -48,27 +63,21 @@ local nxt = false
 if s.release then nxt = release(account, id) end
 if s.track then
   local sk = K.signature(account, s.track.sign_id)
-  local args = {}
+  local args = {'since', NOW, 'status_at', NOW}
   for k, v in pairs(s.track.fields) do
     args[#args + 1] = k
     args[#args + 1] = tostring(v)
   end
   redis.call('HSET', sk, unpack(args))
   local member = account .. ':' .. s.track.sign_id
-  redis.call('ZADD', K.due(), s.track.due_at, member)
+  redis.call('ZADD', K.due(), NOW + s.track.due_in, member)
 end
 if s.untrack then
   local member = account .. ':' .. s.untrack
   redis.call('DEL', K.signature(account, s.untrack))
   redis.call('ZREM', K.due(), member)
 end
-if s.unconfirmed_until then redis.call('ZADD', K.unconfirmed(), s.unconfirmed_until, id) end
-if s.terminal then
-  finish_job(id, account, s.terminal)
-elseif s.settled then
-  redis.call('ZREM', K.unconfirmed(), id)
-end
-if s.requeue then redis.call('ZADD', K.outbox(), NOW, id) end
+if s.terminal then finish_job(id, account, s.terminal) end
 if s.events then
   for _, event in ipairs(s.events) do publish(event) end
 end

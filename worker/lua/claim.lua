@@ -1,6 +1,6 @@
 -- Claim up to ARGV[4] due signatures for polling: their next check moves ARGV[5] ms ahead so
 -- no other tick takes them meanwhile (a poller that dies gives them back then); the poll itself
--- sets the real next check. Returns member, due time, member, due time, ...
+-- sets the real next check. Returns the time now, then member, due time, member, due time, ...
 local due = redis.call('ZRANGEBYSCORE', K.due(), '-inf', NOW, 'WITHSCORES', 'LIMIT', 0,
                       tonumber(ARGV[4]))
 if #due > 0 then
@@ -12,4 +12,5 @@ if #due > 0 then
   end
   redis.call('ZADD', K.due(), unpack(args))
 end
+table.insert(due, 1, tostring(NOW))
 return due

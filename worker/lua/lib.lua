@@ -1,7 +1,11 @@
 -- Shared by every signq script. ARGV[1] is the key prefix (P, used by the K builders),
--- ARGV[2] the time in ms, ARGV[3] the events stream's approximate MAXLEN.
-local NOW = tonumber(ARGV[2])
-local MAXLEN = ARGV[3]
+-- ARGV[2] the events stream's approximate MAXLEN, ARGV[3] the outbox grace in ms.
+-- NOW is Redis's clock, the one clock every process shares: no host's clock sets a deadline
+-- that another host compares.
+local CLOCK = redis.call('TIME')
+local NOW = tonumber(CLOCK[1]) * 1000 + math.floor(tonumber(CLOCK[2]) / 1000)
+local MAXLEN = ARGV[2]
+local GRACE = tonumber(ARGV[3])
 local TERMINAL = {approved = true, rejected = true, deleted = true, failed = true, cancelled = true}
 
 local function hgetall(key)
@@ -20,6 +24,18 @@ local function set_state(id, old, new)
   redis.call('HSET', jk, 'state', new, 'updated_at', NOW)
   if old then redis.call('ZREM', K.jobs_by_state(old), id) end
   redis.call('ZADD', K.jobs_by_state(new), NOW, id)
+  -- An account's unconfirmed creates, for a callback or a late answer to settle by sign id.
+  if old == 'unconfirmed' or new == 'unconfirmed' then
+    local key = K.unconfirmed(redis.call('HGET', jk, 'account'))
+    if new == 'unconfirmed' then redis.call('SADD', key, id) else redis.call('SREM', key, id) end
+  end
+end
+
+-- The outbox owns every job that must get a message: its score is when the reaper sends one
+-- if nothing has started the job by then (its own sender, a delayed retry) — so no job waits
+-- only on a message held in some worker's memory.
+local function outbox(id, at)
+  redis.call('ZADD', K.outbox(), at, id)
 end
 
 local function publish(event)
@@ -28,7 +44,7 @@ local function publish(event)
 end
 
 -- Hand the account's gate to the first job still parked in its FIFO (skipping jobs cancelled
--- meanwhile): it becomes queued and enters the outbox, whose message the caller sends. With
+-- meanwhile): it becomes queued and enters the outbox; the caller sends its message. With
 -- nobody parked, the gate is freed. Returns the job id or false.
 local function promote(account)
   local parked = K.parked(account)
@@ -45,7 +61,7 @@ local function promote(account)
       redis.call('SADD', K.gates(), account)
       set_state(nxt, state, 'queued')
       redis.call('HDEL', K.job(nxt), 'waiting_for')
-      redis.call('ZADD', K.outbox(), NOW, nxt)
+      outbox(nxt, NOW + GRACE)
       return nxt
     end
   end
@@ -64,7 +80,8 @@ local function finish_job(id, account, retention)
   redis.call('HSET', jk, 'finished_at', NOW)
   redis.call('ZREM', K.inflight(), id)
   redis.call('ZREM', K.outbox(), id)
-  redis.call('ZREM', K.unconfirmed(), id)
+  redis.call('SREM', K.unconfirmed(account), id)
+  redis.call('HDEL', jk, 'run_at')
   redis.call('PEXPIRE', jk, retention)
   local key = redis.call('HGET', jk, 'key')
   if key and key ~= '' then redis.call('PEXPIRE', K.idem(account, key), retention) end

@@ -17,5 +17,5 @@ if redis.call('HGET', jk, 'gate') == '1' and acquire_or_park(account, id, 0, fal
   redis.call('HSET', jk, 'waiting_for', 'gate')
 end
 set_state(id, state, to)
-if to == 'queued' then redis.call('ZADD', K.outbox(), NOW, id) end
+if to == 'queued' then outbox(id, NOW + GRACE) end
 return {to, state}

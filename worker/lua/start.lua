@@ -1,6 +1,6 @@
 -- Claim a job for execution: settled and duplicate deliveries end here; a paused account's job
 -- waits; a submission must hold its account's gate; rate limits are taken; then a lease.
--- ARGV[4] job id, ARGV[5] lease deadline (ms), ARGV[6..9] global rate/burst, account rate/burst.
+-- ARGV[4] job id, ARGV[5] lease length (ms), ARGV[6..9] global rate/burst, account rate/burst.
 local id = ARGV[4]
 local jk = K.job(id)
 local job = hgetall(jk)
@@ -12,6 +12,9 @@ end
 local lease = redis.call('ZSCORE', K.inflight(), id)
 if lease and tonumber(lease) > NOW then return {'busy'} end
 if state == 'parked' and job.waiting_for == 'gate' then return {'parked'} end
+-- A second message for a job rescheduled to later (the outbox's, or a redelivery) is dropped:
+-- the outbox entry at the job's due time owns it. A second of slack for hosts' clocks.
+if job.run_at and tonumber(job.run_at) > NOW + 1000 then return {'early', job.run_at} end
 redis.call('ZREM', K.outbox(), id)
 local account = hgetall(K.account(job.account))
 if not account.app_key then return {'no_account'} end
@@ -29,11 +32,15 @@ if job.gate == '1' and acquire_or_park(job.account, id, 0, false) ~= 'acquired' 
 end
 
 local wait = throttle(job.account, ARGV[6], ARGV[7], ARGV[8], ARGV[9])
-if wait > 0 then return {'throttled', tostring(wait)} end
+if wait > 0 then
+  redis.call('HSET', jk, 'run_at', NOW + wait)
+  outbox(id, NOW + wait + GRACE)
+  return {'throttled', tostring(wait)}
+end
 
-redis.call('ZADD', K.inflight(), ARGV[5], id)
+redis.call('ZADD', K.inflight(), NOW + tonumber(ARGV[5]), id)
 redis.call('HINCRBY', jk, 'attempts', 1)
 redis.call('HSET', jk, 'attempt_at', NOW)
+redis.call('HDEL', jk, 'run_at')
 set_state(id, state, 'submitting')
-return {'run', state, account.app_key, account.secret or '', cjson.encode(job),
-        account.probes or '0'}
+return {'run', state, account.app_key, account.secret or '', cjson.encode(job), tostring(NOW)}

@@ -36,7 +36,7 @@ redis.call('ZADD', K.jobs_by_state(state), NOW, job.id)
 redis.call('ZADD', K.jobs_by_account(account), NOW, job.id)
 if job.key ~= '' then redis.call('SET', K.idem(account, job.key), job.id) end
 if job.content ~= '' then redis.call('SET', K.idem(account, 'content:' .. job.content), job.id) end
-if state == 'queued' then redis.call('ZADD', K.outbox(), NOW, job.id) end
+if state == 'queued' then outbox(job.id, NOW + GRACE) end
 publish(job.accepted)
 if state == 'parked' then
   local parked = cjson.decode(job.accepted)
