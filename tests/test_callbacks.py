@@ -12,6 +12,7 @@ import pytest
 from tests.system import System, wait_for
 from worker.callbacks import build_app
 from worker.emulator.server import ThreadedServer
+from worker.jsms import SignRequest
 from worker.jsms.callback import callback_signature
 
 
@@ -178,3 +179,51 @@ def test_receiver_serves_its_metrics(receiver: ThreadedServer, system: System) -
         if sample.name == "signq_callback_results_total"
     }
     assert counted.get("malformed", 0) >= 1
+
+
+def test_a_result_pushed_before_its_create_is_unconfirmed_is_kept_and_matched(
+    receiver: ThreadedServer, system: System
+) -> None:
+    """A fast audit's push can beat the slow retry that marks its create unconfirmed: the
+    result is kept for the account, and settles the create (matched by its sign) as soon as it
+    is unconfirmed, reason included."""
+    account = system.tenant()
+    job = system.runtime.jobs.create(account, "先到的").job_id
+    other = system.runtime.jobs.create(account, "别的").job_id
+    system.sent.clear()
+    system.runtime.store.run("start", job, 0, 0, 1, 0, 1)
+    sign_id = system.runtime.client.create(system.credentials(account), SignRequest("先到的"))
+    form = push(system, account, {"signId": sign_id, "status": 2, "refuseReason": "不清晰"})
+    response = httpx.post(f"{receiver.url}/callbacks/{account}", data=form)
+    assert response.json() == {"result": "kept"}
+    system.runtime.reaper.tick()
+    outcomes = system.drain()
+    assert outcomes[0] == "unconfirmed"
+    record = system.runtime.jobs.require(job)
+    assert (record.state, record.sign_id, record.raw.get("refuse_reason")) == (
+        "rejected",
+        sign_id,
+        "不清晰",
+    )
+    assert system.state(other) != "parked" or outcomes[1:] == ["blocked"]
+    rejected = [e for e in system.events(account) if e["type"] == "signature.rejected"]
+    assert [(e["job_id"], e["reason"]) for e in rejected] == [(job, "不清晰")]
+    assert not system.runtime.store.redis.exists(system.runtime.store.keys.orphans(account))
+
+
+def test_a_kept_result_never_settles_a_create_with_another_sign(
+    receiver: ThreadedServer, system: System
+) -> None:
+    """A push for a signature made outside signq is kept, not taken for an unconfirmed create
+    whose sign differs."""
+    account = system.tenant()
+    system.admin.set_faults([{"kind": "drop", "after": True, "count": 1}], system.app_key(account))
+    job = system.runtime.jobs.create(account, "我们的").job_id
+    assert system.drain() == ["unconfirmed"]
+    (ours,) = system.admin.signatures(system.app_key(account))
+    system.admin.force(ours, status=1)
+    outside = system.runtime.client.create(system.credentials(account), SignRequest("外面的"))
+    form = push(system, account, {"signId": outside, "status": 1})
+    response = httpx.post(f"{receiver.url}/callbacks/{account}", data=form)
+    assert response.json() == {"result": "kept"}
+    assert system.state(job) == "unconfirmed"
