@@ -227,3 +227,26 @@ def test_a_kept_result_never_settles_a_create_with_another_sign(
     response = httpx.post(f"{receiver.url}/callbacks/{account}", data=form)
     assert response.json() == {"result": "kept"}
     assert system.state(job) == "unconfirmed"
+
+
+def test_a_kept_result_the_api_could_not_match_is_matched_by_the_reaper(
+    receiver: ThreadedServer, system: System
+) -> None:
+    """When the query that tells a pushed sign id's sign fails, the result is kept, and the
+    reaper's next full pass matches it to the unconfirmed create."""
+    account = system.tenant()
+    system.admin.set_faults([{"kind": "drop", "after": True, "count": 1}], system.app_key(account))
+    job = system.runtime.jobs.create(account, "稍后匹配").job_id
+    assert system.drain() == ["unconfirmed"]
+    (sign_id,) = system.admin.signatures(system.app_key(account))
+    system.admin.set_faults([{"kind": "error", "count": 8, "operations": ["query"]}])
+    form = push(system, account, {"signId": sign_id, "status": 1})
+    response = httpx.post(f"{receiver.url}/callbacks/{account}", data=form)
+    assert response.json() == {"result": "kept"}
+    assert system.state(job) == "unconfirmed"
+    system.admin.set_faults([])
+    system.runtime.reaper.tick(full=True)
+    record = system.runtime.jobs.require(job)
+    assert (record.state, record.sign_id) == ("approved", sign_id)
+    store = system.runtime.store
+    assert not store.redis.sismember(store.keys.orphaned(), account)

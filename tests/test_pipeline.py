@@ -430,3 +430,24 @@ def test_rate_limits_reschedule_instead_of_sleeping(
     finally:
         system.runtime.close()
         delete_prefix(system.settings.redis_url, system.settings.prefix)
+
+
+def test_in_probe_mode_a_job_submits_only_to_an_api_that_answers(system: System) -> None:
+    """After an unconfirmed create, the next job first asks the API something harmless: while
+    the API gives no real answer it waits, certain, with no create sent."""
+    account = system.tenant()
+    system.admin.set_faults([{"kind": "drop", "after": True, "count": 1}], system.app_key(account))
+    first = system.runtime.jobs.create(account, "未知的").job_id
+    waiting = system.runtime.jobs.create(account, "等着的").job_id
+    assert system.runtime.pipeline.run(first) == "unconfirmed"
+    creates_before = requests(system.admin, system.app_key(account), "create")
+    system.admin.set_faults([{"kind": "error", "count": 8}], system.app_key(account))
+    with pytest.raises(RetryLater):
+        system.runtime.pipeline.run(waiting)
+    assert requests(system.admin, system.app_key(account), "create") == creates_before
+    record = system.runtime.jobs.require(waiting)
+    assert (record.state, record.uncertain) == ("queued", False)
+    system.admin.set_faults([], system.app_key(account))
+    store = system.runtime.store
+    store.redis.hset(store.keys.job(waiting), "run_at", 0)
+    assert system.runtime.pipeline.run(waiting) == "blocked"

@@ -26,6 +26,7 @@ _TEMPLATES: dict[str, str] = {
     "probes": "probes",
     "unconfirmed": "unconfirmed:{0}",
     "orphans": "orphans:{0}",
+    "orphaned": "orphaned",
     "bucket": "bucket:{0}",
     "events": "events",
     "signature": "sig:{0}:{1}",
@@ -111,6 +112,10 @@ class Keys:
     def orphans(self, account: str) -> str:
         """Hash: audit results pushed for sign ids no job claims yet (sign id -> JSON)."""
         return self._key("orphans", account)
+
+    def orphaned(self) -> str:
+        """Set: accounts with results kept for sign ids no job claims yet."""
+        return self._key("orphaned")
 
     def bucket(self, name: str) -> str:
         """Hash: a token bucket (``*`` is the global one)."""

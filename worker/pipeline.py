@@ -63,6 +63,8 @@ RECORD_PATIENCE_SECONDS = 600.0
 # Uncertain retries wait at most this long in the worker thread; longer waits are rescheduled.
 _SLEEP_IN_RUN_MAX = 2.0
 _REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+# Queried to learn whether the API answers at all: ids start far above this one.
+_HEALTH_SIGN_ID = 1
 
 
 class RetryLater(Exception):
@@ -127,6 +129,8 @@ class Attempt:
     started_ms: int
     clock: Callable[[], float]
     _started: float
+    # An unconfirmed create of the account may have an audit pending: a 50103 is not proof.
+    probing: bool = False
 
     def now_ms(self) -> int:
         """Redis's clock now, projected from the claim by this host's monotonic clock."""
@@ -180,7 +184,7 @@ class Pipeline:
         if kind != "run":
             log.info("job_not_run", job_id=job_id, why=kind)
             return kind
-        previous, app_key, stored_secret, snapshot, clock = (str(x) for x in reply[1:6])
+        previous, app_key, stored_secret, snapshot, clock, probing = (str(x) for x in reply[1:7])
         job = JobRecord.from_hash(json.loads(snapshot))
         with structlog.contextvars.bound_contextvars(
             job_id=job.id, account=job.account, op=job.op, sign_id=job.sign_id
@@ -189,7 +193,9 @@ class Pipeline:
                 creds = self.accounts.credentials(job.account, app_key, stored_secret)
             except AccountError as exc:
                 return self._pause(job, str(exc))
-            attempt = Attempt(job, creds, previous, int(clock), self.clock, self.clock())
+            attempt = Attempt(
+                job, creds, previous, int(clock), self.clock, self.clock(), probing == "1"
+            )
             if job.gated and job.attempts == 0:
                 metrics().gate_wait.observe(max(0.0, (int(clock) - job.created_at) / 1000))
             with self.leases.hold(job.id):
@@ -203,41 +209,69 @@ class Pipeline:
         job = attempt.job
         # A job found mid-submission was interrupted: its last attempt may have reached the API.
         uncertain = job.uncertain or attempt.previous == "submitting"
-        since = job.ms("uncertain_since") or job.ms("attempt_at") or attempt.started_ms
-        window_ms = int(self.settings.uncertain_retry_window * 1000)
         request = self._request(job)
         if request is None:
             return self._fail(job, None, "an audit image expired from Redis before submission")
+        if attempt.probing and not uncertain:
+            # After a create with no decisive answer, submit only to an API that answers at all:
+            # a side-effect-free query first, so an API that hangs costs no job its certainty.
+            unwell = self._api_unwell(attempt)
+            if unwell is not None:
+                return self._transient(attempt, unwell, uncertain=False)
+        return self._submit_until_decided(attempt, request, uncertain=uncertain)
+
+    def _submit_until_decided(
+        self, attempt: Attempt, request: SignRequest, *, uncertain: bool
+    ) -> str:
+        """Submit; while the outcome is unknown, retry on the short schedule inside the window,
+        the only time a retry proves anything."""
+        job = attempt.job
+        since = job.ms("uncertain_since") or job.ms("attempt_at") or attempt.started_ms
+        window_ms = int(self.settings.uncertain_retry_window * 1000)
         retries = 0
         while True:
             if uncertain and attempt.now_ms() - since > window_ms:
                 # Too long ago to trust 50103 as proof: the audit may have resolved since.
-                return self._took_effect(attempt, "no decisive answer within the uncertain window")
-            try:
-                if job.op == "create":
-                    sign_id = self.client.create(attempt.creds, request)
-                else:
-                    sign_id = self.client.modify(attempt.creds, _need(job.sign_id), request)
-            except OutcomeUnknown as exc:
-                if not uncertain:
-                    uncertain, since = True, attempt.now_ms()
-                    self._mark_uncertain(job, exc)
-                    log.warning("submission_outcome_unknown", error=str(exc))
-                error: JsmsError = exc
-            except JsmsError as exc:
-                if not (uncertain and exc.retryable and not isinstance(exc, AuthError)):
-                    return self._refused(attempt, exc, uncertain=uncertain)
-                error = exc
-            else:
-                return self._accepted(attempt, sign_id)
+                return self._took_effect(attempt, _undecided(attempt))
+            answer = self._send(attempt, request)
+            if isinstance(answer, int):
+                return self._accepted(attempt, answer)
+            if isinstance(answer, OutcomeUnknown) and not uncertain:
+                uncertain, since = True, attempt.now_ms()
+                self._mark_uncertain(job, answer)
+                log.warning("submission_outcome_unknown", error=str(answer))
+            elif not self._undecided_by(attempt, answer, uncertain=uncertain):
+                return self._refused(attempt, answer, uncertain=uncertain)
             # No decisive answer while the outcome is unknown: try again soon, inside the window.
-            delay = self._uncertain_delay(retries, error)
+            delay = self._uncertain_delay(retries, answer)
             retries += 1
             if attempt.now_ms() + delay * 1000 - since > window_ms:
-                return self._took_effect(attempt, "no decisive answer within the uncertain window")
+                return self._took_effect(attempt, _undecided(attempt))
             if delay > _SLEEP_IN_RUN_MAX:
-                return self._transient(attempt, error, uncertain=True, delay_ms=int(delay * 1000))
+                return self._transient(attempt, answer, uncertain=True, delay_ms=int(delay * 1000))
             self.sleep(delay)
+
+    def _send(self, attempt: Attempt, request: SignRequest) -> int | JsmsError:
+        """One submission: the sign id, or the error the API (or the way to it) answered."""
+        try:
+            if attempt.job.op == "create":
+                return self.client.create(attempt.creds, request)
+            return self.client.modify(attempt.creds, _need(attempt.job.sign_id), request)
+        except JsmsError as exc:
+            return exc
+
+    def _undecided_by(self, attempt: Attempt, error: JsmsError, *, uncertain: bool) -> bool:
+        """Whether an error leaves an uncertain submission's outcome as unknown as before."""
+        if not uncertain:
+            return False
+        if isinstance(error, OutcomeUnknown):
+            return True
+        if isinstance(error, AuditPending):
+            # In probe mode an earlier unconfirmed create's audit may be the pending one; a
+            # modify is decided all the same by its signature's status.
+            modify_taken = attempt.job.op == "modify" and self._modify_took_effect(attempt)
+            return attempt.probing and not modify_taken
+        return error.retryable and not isinstance(error, AuthError)
 
     def _uncertain_delay(self, retries: int, error: JsmsError) -> float:
         """The short schedule of uncertain retries: at once, then doubling from 0.25 s up to a
@@ -295,6 +329,7 @@ class Pipeline:
         change = submitted_change(job, sign_id, self.settings.poll_initial_seconds)
         change.from_ = _ACCEPTABLE_FROM
         change.unpark = True
+        change.proof = True
         applied = self._apply(change, api_sign_id=sign_id)
         if applied.applied:
             if applied.previous != "submitting":
@@ -331,6 +366,7 @@ class Pipeline:
                 # The account's next job goes on, probing: a 50103 then means this create's
                 # audit is pending, and the account waits blocked; a success, that it is over.
                 release=True,
+                probing=True,
                 events=[
                     events.make(
                         "job.unconfirmed", job.account, job_id=job.id, sign=job.sign, reason=why
@@ -357,6 +393,24 @@ class Pipeline:
         if signature.status is Status.REJECTED:
             return self._fail(job, exc)
         return self._accepted(attempt, signature.sign_id)
+
+    def _api_unwell(self, attempt: Attempt) -> JsmsError | None:
+        """The transient error of a query of a sign id nobody has, or None if the API gave
+        any real answer."""
+        try:
+            self.client.query(attempt.creds, _HEALTH_SIGN_ID)
+        except JsmsError as exc:
+            return exc if exc.retryable else None
+        return None
+
+    def _modify_took_effect(self, attempt: Attempt) -> bool:
+        """Whether an uncertain modify went through, from the signature itself: it was
+        rejected, so pending audit means the modify was taken."""
+        try:
+            signature = self.client.query(attempt.creds, _need(attempt.job.sign_id))
+        except JsmsError:
+            return False
+        return signature.status is Status.PENDING
 
     def _mark_uncertain(self, job: JobRecord, exc: OutcomeUnknown) -> None:
         metrics().uncertain.labels(job.op).inc()
@@ -616,6 +670,13 @@ class Pipeline:
         )
         metrics().jobs_finished.labels(job.op, state).inc()
         return state
+
+
+def _undecided(attempt: Attempt) -> str:
+    why = "no decisive answer within the uncertain window"
+    if attempt.probing:
+        why += " (an earlier unconfirmed create's audit may have been the pending one)"
+    return why
 
 
 def _need(sign_id: int | None) -> int:

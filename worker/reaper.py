@@ -7,11 +7,13 @@ every outbox entry that is due gets its message: a job whose sender died, a retr
 delayed message was lost with a worker's memory, a message never picked up. Sending comes
 before the entry moves on, so a pass killed at any point loses nothing: the next pass sends
 what this one did not. Every ``full`` pass also checks each account's gate (a finished holder
-released, a stranded FIFO head promoted) and drops expired job ids from the state indexes.
+released, a stranded FIFO head promoted, a blocked head given a probe), drops expired job ids
+from the state indexes, and matches pushed results kept for unknown sign ids again.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -43,6 +45,9 @@ class Reaper:
         self.keys = store.keys
         self.settings = store.settings
         self.enqueue = enqueue
+        # Matches results kept for unknown sign ids to unconfirmed creates again (the
+        # tracker's ``settle_kept``): a match that failed once is tried on every full pass.
+        self.settle_kept: Callable[[], object] = lambda: None
 
     def tick(self, *, full: bool = False) -> Repairs:
         """Repair what is due; with ``full``, also audit every gate and prune indexes."""
@@ -53,6 +58,7 @@ class Reaper:
             handed = self._repair_gates()
             repairs.gates_repaired = len(handed)
             repairs.pruned = self._prune()
+            self.settle_kept()
             due = list(dict.fromkeys([*due, *handed]))
         repairs.resent = len(due)
         if due:

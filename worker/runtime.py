@@ -56,6 +56,8 @@ class Runtime:
         pipeline = Pipeline(store, accounts, jobs, client, enqueue)
         tracker = Tracker(store, accounts, jobs, client, enqueue)
         pipeline.on_unconfirmed = tracker.settle_unconfirmed
+        reaper = Reaper(store, enqueue)
+        reaper.settle_kept = tracker.settle_kept
         return cls(
             settings=settings,
             store=store,
@@ -64,7 +66,7 @@ class Runtime:
             jobs=jobs,
             client=client,
             pipeline=pipeline,
-            reaper=Reaper(store, enqueue),
+            reaper=reaper,
             tracker=tracker,
             enqueue=enqueue,
         )

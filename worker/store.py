@@ -60,6 +60,10 @@ class Change:
     block: dict[str, Any] | None = None
     unblock: str | None = None
     release: bool = False
+    # Probe mode on (an unconfirmed create handed the gate on) / off (the API accepted a
+    # submission: nothing of the account's was pending).
+    probing: bool = False
+    proof: bool = False
     track: dict[str, Any] | None = None
     untrack: int | None = None
     terminal: int | None = None

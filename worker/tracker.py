@@ -27,6 +27,7 @@ from worker.store import Store, fields, text, texts
 
 log = structlog.get_logger(__name__)
 CLAIM_MS = 60_000
+# A failed poll is tried again after this, or sooner when pending audits are polled more often.
 TRANSIENT_RETRY_MS = 30_000
 PAUSED_RETRY_MS = 60_000
 # How long a pushed result no job claims yet is kept for its account.
@@ -139,7 +140,7 @@ class Tracker:
             return "paused"
         except (JsmsError, AccountError) as exc:
             log.warning("poll_failed", account=account, sign_id=sign_id, error=str(exc))
-            self._later(member, TRANSIENT_RETRY_MS)
+            self._later(member, min(TRANSIENT_RETRY_MS, int(self.settings.poll_max_seconds * 1000)))
             return "failed"
         return self.observe(account, signature)
 
@@ -246,55 +247,69 @@ class Tracker:
         pipe = self.store.redis.pipeline(transaction=True)
         pipe.hset(self.keys.orphans(account), str(sign_id), kept)
         pipe.pexpire(self.keys.orphans(account), ORPHAN_TTL_MS)
+        pipe.sadd(self.keys.orphaned(), account)
         pipe.execute()
         return self.settle_unconfirmed(account).get(sign_id)
 
     def settle_unconfirmed(self, account: str) -> dict[int, str]:
         """Match the results kept for an account to its unconfirmed creates by their sign (the
-        API tells a sign id's sign); each match confirms the create and applies its result.
-        Returns the sign ids settled, with their job ids."""
+        API tells a sign id's sign, asked once); each match confirms the create and applies its
+        result. Returns the sign ids settled, with their job ids."""
         redis_ = self.store.redis
-        waiting = texts(redis_.smembers(self.keys.unconfirmed(account)))
-        kept = fields(redis_.hgetall(self.keys.orphans(account))) if waiting else {}
+        kept = fields(redis_.hgetall(self.keys.orphans(account)))
         if not kept:
+            redis_.srem(self.keys.orphaned(), account)
             return {}
+        waiting = texts(redis_.smembers(self.keys.unconfirmed(account)))
         records = sorted(
             (r for r in map(self.jobs.get, waiting) if r and r.state == "unconfirmed"),
             key=lambda r: r.created_at,
         )
-        try:
-            creds = self.accounts.credentials_of(account)
-        except AccountError:
+        if not records:
             return {}
         settled: dict[int, str] = {}
-        for raw_id, result in kept.items():
-            sign_id = int(raw_id)
-            try:
-                sign = self.client.query(creds, sign_id).sign
-            except InvalidSignId:
-                redis_.hdel(self.keys.orphans(account), raw_id)
-                continue
-            except JsmsError as exc:
-                log.warning(
-                    "orphan_result_unmatched", account=account, sign_id=sign_id, error=str(exc)
-                )
-                continue
-            match = next((r for r in records if r.sign == sign), None)
+        for raw_id, raw in kept.items():
+            pushed = json.loads(raw)
+            sign = pushed.get("sign") or self._sign_of(account, int(raw_id), pushed)
+            match = next((r for r in records if sign and r.sign == sign), None)
             if match is None:
                 continue
             records.remove(match)
             try:
-                self.jobs.confirm(match.id, sign_id, by="callback")
+                self.jobs.confirm(match.id, int(raw_id), by="callback")
             except JobError:
                 continue
-            pushed = json.loads(result)
-            self.observe_result(account, sign_id, int(pushed["status"]), reason=pushed["reason"])
-            redis_.hdel(self.keys.orphans(account), raw_id)
-            settled[sign_id] = match.id
-            log.info(
-                "unconfirmed_create_adopted", account=account, sign_id=sign_id, job_id=match.id
+            self.observe_result(
+                account, int(raw_id), int(pushed["status"]), reason=pushed["reason"]
             )
+            redis_.hdel(self.keys.orphans(account), raw_id)
+            settled[int(raw_id)] = match.id
+            log.info("unconfirmed_create_adopted", account=account, sign_id=raw_id, job_id=match.id)
+        if settled and not redis_.exists(self.keys.orphans(account)):
+            redis_.srem(self.keys.orphaned(), account)
         return settled
+
+    def settle_kept(self) -> int:
+        """Try again to match kept results on every account that has some (the reaper's full
+        pass: a match can fail for a while, as when the API does not answer the query)."""
+        accounts = texts(self.store.redis.smembers(self.keys.orphaned()))
+        return sum(len(self.settle_unconfirmed(account)) for account in accounts)
+
+    def _sign_of(self, account: str, sign_id: int, pushed: dict[str, Any]) -> str | None:
+        """The sign of a kept result's signature, asked of the API and then kept with it."""
+        try:
+            sign = self.client.query(self.accounts.credentials_of(account), sign_id).sign
+        except InvalidSignId:
+            self.store.redis.hdel(self.keys.orphans(account), str(sign_id))
+            return None
+        except (JsmsError, AccountError) as exc:
+            log.warning("kept_result_unmatched", account=account, sign_id=sign_id, error=str(exc))
+            return None
+        pushed["sign"] = sign
+        self.store.redis.hset(
+            self.keys.orphans(account), str(sign_id), json.dumps(pushed, ensure_ascii=False)
+        )
+        return sign
 
     def _later(self, member: str, delay_ms: int) -> None:
         self.store.redis.zadd(self.keys.due(), {member: self.store.time_ms() + delay_ms}, xx=True)

@@ -298,3 +298,20 @@ def test_admin_token_guards_admin_only(emulator: object) -> None:
             == 200
         )
         assert error_code(httpx.get(f"{server.url}/v1/sign/1")) == 50001
+
+
+def test_a_stalled_create_times_the_client_out_and_does_nothing(
+    http: httpx.Client, admin: EmulatorAdmin, account: Credentials
+) -> None:
+    """A stall holds the request past the client's timeout and then cuts it: no signature is
+    made, so a retry of it is safe."""
+    admin.set_faults(
+        [{"kind": "stall", "seconds": 0.3, "count": 1, "operations": ["create"]}], account.app_key
+    )
+    with pytest.raises(httpx.ReadTimeout):
+        http.post("/v1/sign", files={"sign": (None, "卡住")}, timeout=0.1)
+    time.sleep(0.4)
+    assert admin.stats(account.app_key)["signatures"] == 0
+    assert admin.stats(account.app_key)["requests"] == {"create": {"fault_stall": 1}}
+    create(http, "卡住")
+    assert admin.stats(account.app_key)["signatures"] == 1

@@ -189,6 +189,10 @@ class Emulator:
             if decision.delay:
                 await asyncio.sleep(decision.delay)
             fault = decision.fault
+            if fault is not None and fault.kind == "stall":
+                await asyncio.sleep(fault.seconds)
+                outcome = "fault_stall"
+                return _DroppedResponse()
             if fault is not None and not fault.after and fault.kind in ("error", "drop"):
                 outcome = f"fault_{fault.kind}"
                 return _fault_response(fault)

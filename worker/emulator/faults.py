@@ -10,6 +10,8 @@ Kinds:
 - ``error``: HTTP 500 with code 50019, before the effect (``after: false``) or after it.
 - ``drop``: the connection is cut mid-response, before or after the effect.
 - ``slow``: the effect happens, then the answer waits ``seconds`` (to outlast a client timeout).
+- ``stall``: the request waits ``seconds`` before it reaches the API, then the connection is
+  cut with nothing done (a proxy holding it past the client's timeout).
 - ``rate_limit``: HTTP 429 with ``Retry-After: seconds``, nothing done.
 - ``html``: a proxy's HTML 502 page, nothing done.
 """
@@ -20,7 +22,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-KINDS = frozenset({"latency", "error", "drop", "slow", "rate_limit", "html"})
+KINDS = frozenset({"latency", "error", "drop", "slow", "stall", "rate_limit", "html"})
 OPERATIONS = frozenset({"create", "modify", "query", "delete"})
 ANY_ACCOUNT = "*"
 

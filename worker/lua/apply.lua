@@ -59,6 +59,11 @@ if s.unblock and redis.call('HGET', acc, 'blocked') == '1'
   redis.call('ZREM', K.probes(), account)
   publish(s.unblock)
 end
+-- Probe mode: an unconfirmed create handed the gate on while its audit may be pending, so a
+-- 50103 proves nothing about anyone else's submission until the API accepts one of the
+-- account's submissions (the proof that nothing is pending then).
+if s.probing then redis.call('HSET', acc, 'probing', '1') end
+if s.proof and state == 'submitting' then redis.call('HDEL', acc, 'probing') end
 local nxt = false
 if s.release then nxt = release(account, id) end
 if s.track then

@@ -32,6 +32,11 @@ local function finish(to)
   if reason then redis.call('HSET', K.job(job), 'refuse_reason', reason) end
   nxt = release(s.account, job) or ''
   finish_job(job, s.account, s.retention)
+  -- The last settled create of a probing account has resolved: nothing unknown is pending.
+  if redis.call('SCARD', K.unconfirmed(s.account)) == 0
+      and redis.call('GET', K.gate(s.account)) ~= job then
+    redis.call('HDEL', K.account(s.account), 'probing')
+  end
   redis.call('HDEL', sk, 'job_id')
 end
 

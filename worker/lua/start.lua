@@ -43,4 +43,5 @@ redis.call('HINCRBY', jk, 'attempts', 1)
 redis.call('HSET', jk, 'attempt_at', NOW)
 redis.call('HDEL', jk, 'run_at')
 set_state(id, state, 'submitting')
-return {'run', state, account.app_key, account.secret or '', cjson.encode(job), tostring(NOW)}
+return {'run', state, account.app_key, account.secret or '', cjson.encode(job), tostring(NOW),
+        account.probing or ''}
