@@ -212,6 +212,8 @@ class Pipeline:
         request = self._request(job)
         if request is None:
             return self._fail(job, None, "an audit image expired from Redis before submission")
+        if uncertain and not job.uncertain:
+            self._mark_uncertain(job, None)
         if attempt.probing and not uncertain:
             # After a create with no decisive answer, submit only to an API that answers at all:
             # a side-effect-free query first, so an API that hangs costs no job its certainty.
@@ -412,13 +414,16 @@ class Pipeline:
             return False
         return signature.status is Status.PENDING
 
-    def _mark_uncertain(self, job: JobRecord, exc: OutcomeUnknown) -> None:
+    def _mark_uncertain(self, job: JobRecord, exc: OutcomeUnknown | None) -> None:
+        """The job's last attempt may have reached the API: an error that says so, or (None) a
+        run found interrupted mid-submission."""
         metrics().uncertain.labels(job.op).inc()
+        error = exc.to_dict() if exc else {"code": None, "message": "interrupted mid-submission"}
         self._apply(
             Change(
                 id=job.id,
                 from_=["submitting"],
-                set={"uncertain": "1", "error": json.dumps(exc.to_dict())},
+                set={"uncertain": "1", "error": json.dumps(error)},
                 stamp="uncertain_since",
             )
         )
