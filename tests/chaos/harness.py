@@ -182,6 +182,10 @@ class Processes:
         self.running[name] = process
         return process
 
+    def worker(self, name: str = "worker", threads: int = 8) -> subprocess.Popen[bytes]:
+        """``signq worker`` with one process of ``threads`` threads."""
+        return self.start(name, "worker", "--processes", "1", "--threads", str(threads))
+
     def signal(self, name: str, sig: int) -> None:
         """Send a signal to a process's whole group (Dramatiq forks worker processes)."""
         os.killpg(self.running[name].pid, sig)

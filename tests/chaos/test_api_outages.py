@@ -17,7 +17,7 @@ def test_an_api_that_refuses_then_hangs_stalls_no_account_for_good(tmp_path: Pat
     with scenario(tmp_path) as world:
         refused_accounts = world.add_tenants(5)
         hung_accounts = world.add_tenants(5)
-        world.processes.start("worker", "worker", "--processes", "1", "--threads", "8")
+        world.processes.worker()
         world.processes.start("scheduler", "scheduler")
         world.gate.refuse()
         refused = world.submit(refused_accounts, 2)

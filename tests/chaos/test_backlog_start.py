@@ -17,7 +17,7 @@ def test_a_worker_started_on_a_backlog_dead_letters_nothing(tmp_path: Path, star
     with scenario(tmp_path) as world:
         accounts = world.add_tenants(12)
         world.processes.start("scheduler", "scheduler")
-        world.processes.start("worker", "worker", "--processes", "1", "--threads", "2")
+        world.processes.worker("worker", threads=2)
         world.submit(accounts, 1)
         deadline = time.monotonic() + 30
         while world.states().get("pending_audit", 0) < len(accounts) // 2:
@@ -26,7 +26,7 @@ def test_a_worker_started_on_a_backlog_dead_letters_nothing(tmp_path: Path, star
         world.processes.stop("worker")
         world.submit(accounts, 2)
         time.sleep(3)  # polls and reaps come due, messages pile up, with no worker to take them
-        world.processes.start("worker", "worker", "--processes", "1", "--threads", "8")
+        world.processes.worker()
         world.wait_settled(timeout=90)
         figures = check_invariants(world)
         print(f"backlog start {start}: {figures}")

@@ -18,7 +18,7 @@ def test_a_consumer_killed_mid_batch_loses_no_event(tmp_path: Path) -> None:
     stays pending."""
     with scenario(tmp_path) as world:
         accounts = world.add_tenants(10)
-        world.processes.start("worker", "worker", "--processes", "1", "--threads", "4")
+        world.processes.worker("worker", threads=4)
         world.processes.start("scheduler", "scheduler")
         world.submit(accounts, 2)
         world.wait_settled(timeout=90)

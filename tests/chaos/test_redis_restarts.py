@@ -20,8 +20,8 @@ def test_redis_kill_and_restart_loses_nothing(tmp_path: Path) -> None:
         world.admin.set_faults(
             [{"kind": "latency", "seconds": 1.5, "rate": 0.6, "operations": ["create"]}]
         )
-        world.processes.start("worker-a", "worker", "--processes", "1", "--threads", "8")
-        world.processes.start("worker-b", "worker", "--processes", "1", "--threads", "8")
+        world.processes.worker("worker-a", threads=8)
+        world.processes.worker("worker-b", threads=8)
         world.processes.start("scheduler", "scheduler")
         world.submit(accounts, 2)
         # 1. During submissions: creates are waiting for the API's answer.

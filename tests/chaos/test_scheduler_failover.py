@@ -14,7 +14,7 @@ def test_a_standby_scheduler_takes_over_within_the_lease(tmp_path: Path) -> None
     and the audits it polls resolve."""
     with scenario(tmp_path) as world:
         accounts = world.add_tenants(10)
-        world.processes.start("worker", "worker", "--processes", "1", "--threads", "4")
+        world.processes.worker("worker", threads=4)
         world.processes.start("sched-1", "scheduler", "--node", "sched-1")
         world.processes.start("sched-2", "scheduler", "--node", "sched-2")
         world.submit(accounts, 2)

@@ -23,21 +23,21 @@ def test_killed_frozen_and_stopped_workers_lose_and_duplicate_nothing(tmp_path: 
         world.admin.set_faults(
             [{"kind": "latency", "seconds": 0.8, "rate": 0.5, "operations": ["create"]}]
         )
-        world.processes.start("worker-a", "worker", "--processes", "1", "--threads", "8")
-        world.processes.start("worker-b", "worker", "--processes", "1", "--threads", "8")
+        world.processes.worker("worker-a", threads=8)
+        world.processes.worker("worker-b", threads=8)
         world.processes.start("scheduler", "scheduler")
         world.submit(accounts, 3)
         for _ in range(3):
             time.sleep(2.5)
             world.processes.kill("worker-a")
-            world.processes.start("worker-a", "worker", "--processes", "1", "--threads", "8")
+            world.processes.worker("worker-a", threads=8)
         time.sleep(1)
         world.processes.signal("worker-b", signal.SIGSTOP)
         time.sleep(FREEZE_SECONDS)
         world.processes.signal("worker-b", signal.SIGCONT)
         time.sleep(2)
         assert world.processes.stop("worker-a") == 0
-        world.processes.start("worker-a", "worker", "--processes", "1", "--threads", "8")
+        world.processes.worker("worker-a", threads=8)
         world.wait_settled(timeout=150)
         figures = check_invariants(world)
         print(f"workers die: {figures}")
