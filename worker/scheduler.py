@@ -17,12 +17,14 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import redis
 import structlog
 
 from worker.store import Store, text
 from worker.tracker import Tracker
 
 log = structlog.get_logger(__name__)
+_REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -121,21 +123,38 @@ class Scheduler:
         return True
 
     def run(self, stop: threading.Event) -> None:
-        """Tick every ``SIGNQ_TICK_SECONDS`` until ``stop`` is set; resign on the way out."""
+        """Tick every ``SIGNQ_TICK_SECONDS`` until ``stop`` is set; resign on the way out.
+
+        A Redis that does not answer is waited out: one warning, back-off up to 5 s, one line
+        when it answers again; a tick that fails otherwise is logged and the next one tried.
+        """
         interval = self.settings.tick_seconds
         leading = False
+        outage = 0.0
         try:
             while not stop.is_set():
                 began = time.monotonic()
                 try:
                     tick = self.tick()
+                except _REDIS_DOWN as exc:
+                    if not outage:
+                        log.warning("redis_unavailable", node=self.node, error=str(exc))
+                    outage = min(5.0, max(interval, outage * 2))
+                    stop.wait(outage)
+                    continue
                 except Exception:
                     log.exception("tick_failed")
                 else:
+                    if outage:
+                        log.info("redis_available", node=self.node)
+                        outage = 0.0
                     if tick.leader != leading:
                         leading = tick.leader
                         log.info("scheduler_leadership", node=self.node, leader=leading)
                 # Sleep to the next tick; a tick that overran is not made up for.
                 stop.wait(max(0.0, interval - (time.monotonic() - began)))
         finally:
-            self.resign()
+            try:
+                self.resign()
+            except _REDIS_DOWN:
+                log.info("scheduler_stopped_without_resigning", node=self.node)

@@ -8,6 +8,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 DEFAULT_API_URL = "https://api.sms.jpush.cn/v1"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -170,6 +171,11 @@ class Settings:
             raise SettingsError("SIGNQ_LEADER_TTL_SECONDS must be longer than SIGNQ_TICK_SECONDS")
         if self.secret_key is not None:
             _check_fernet_key(self.secret_key)
+        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise SettingsError(
+                "SIGNQ_REDIS_URL must be a redis://, rediss:// or unix:// URL, got "
+                f"{masked_url(self.redis_url)!r}"
+            )
         if not self.api_url.startswith(("http://", "https://")):
             raise SettingsError(f"SIGNQ_API_URL must be an http(s) URL, got {self.api_url!r}")
         if not self.prefix or any(c.isspace() for c in self.prefix):
@@ -186,6 +192,17 @@ class Settings:
         return settings
 
 
+def masked_url(url: str) -> str:
+    """A URL as it may be shown: any password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = f"{parts.username}:" if parts.username else ":"
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=f"{user}***@{host}{port}"))
+
+
 def _check_fernet_key(key: str) -> None:
     try:
         raw = base64.urlsafe_b64decode(key.encode())
@@ -193,8 +210,9 @@ def _check_fernet_key(key: str) -> None:
         raw = b""
     if len(raw) != 32:
         raise SettingsError(
-            "SIGNQ_SECRET_KEY must be a Fernet key: 32 bytes, url-safe base64 "
-            "(make one with `signq accounts new-key`)"
+            "SIGNQ_SECRET_KEY must be a Fernet key: 32 bytes, url-safe base64 (make one with "
+            "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key()"
+            ".decode())'`)"
         )
 
 

@@ -1,0 +1,99 @@
+"""What a person sees for a condition they can cause: one line naming it, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from io import StringIO
+
+import pytest
+
+from worker import cli
+from worker.runtime import Runtime
+from worker.scheduler import Scheduler, Senders
+from worker.settings import Settings
+
+UNREACHABLE = "redis://:hunter2@127.0.0.1:1/0"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["status"],
+        ["accounts", "list"],
+        ["jobs", "list"],
+        ["submit", "query", "--account", "a", "--sign-id", "5"],
+        ["events"],
+    ],
+)
+def test_an_unreachable_redis_is_one_line_naming_it(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Redis away: exit 2 and one line with the URL (password masked) and what to check."""
+    monkeypatch.setenv("SIGNQ_REDIS_URL", UNREACHABLE)
+    assert cli.main(argv) == 2
+    out = capsys.readouterr()
+    lines = out.err.strip().splitlines()
+    assert len(lines) == 1, out.err
+    assert lines[0].startswith("signq: cannot reach Redis at redis://:***@127.0.0.1:1/0")
+    assert "SIGNQ_REDIS_URL" in lines[0]
+    assert "hunter2" not in out.err + out.out
+
+
+def test_a_url_that_is_not_a_redis_url_is_named(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A malformed SIGNQ_REDIS_URL is refused by name before anything connects."""
+    monkeypatch.setenv("SIGNQ_REDIS_URL", "notaurl")
+    assert cli.main(["status"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err == "signq: SIGNQ_REDIS_URL must be a redis://, rediss:// or unix:// URL, got 'notaurl'"
+    )
+
+
+def test_a_closed_pipe_ends_the_command_quietly(redis_url: str) -> None:
+    """`signq events | head -1`: the reader leaves early; no traceback, exit 0."""
+    settings = Settings.from_env()
+    rt = Runtime.build(settings)
+    try:
+        for n in range(2000):
+            rt.store.redis.xadd(rt.store.keys.events(), {"event": f'{{"id": "{n}"}}'})
+        command = [sys.executable, "-m", "worker", "events"]
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+            assert proc.stdout is not None
+            proc.stdout.readline()
+            proc.stdout.close()
+            _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0
+        assert b"Traceback" not in err
+        assert err == b""
+    finally:
+        rt.store.redis.delete(rt.store.keys.events())
+        rt.close()
+
+
+def test_the_scheduler_waits_out_a_redis_outage_with_one_warning(
+    log_capture: Callable[[str], StringIO],
+) -> None:
+    """Long-running processes log one structured warning, back off, and stop cleanly."""
+    buffer = log_capture("INFO")
+    settings = Settings.from_env().with_overrides(redis_url=UNREACHABLE, tick_seconds=0.05)
+    rt = Runtime.build(settings)
+    senders = Senders(poll=lambda _m: None, reap=lambda _f: None, cleanup=lambda: None)
+    scheduler = Scheduler(rt.store, rt.tracker, senders, "n1")
+    stop = threading.Event()
+    thread = threading.Thread(target=scheduler.run, args=(stop,))
+    thread.start()
+    threading.Event().wait(1.0)
+    stop.set()
+    thread.join(timeout=10)
+    rt.close()
+    text = buffer.getvalue()
+    assert not thread.is_alive()
+    assert text.count('"redis_unavailable"') == 1, text
+    assert "tick_failed" not in text
+    assert "Traceback" not in text
+    assert "hunter2" not in text
