@@ -70,3 +70,34 @@ def test_scrubbing_finds_secrets_among_thousands() -> None:
         logs.scrub(text) == f"a {logs.REDACTED} b{logs.REDACTED}c {logs.REDACTED} {logs.REDACTED}"
     )
     assert logs.scrub("nothing to hide here") == "nothing to hide here"
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_no_format_prints_a_secret_held_in_a_failing_frame(
+    fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception logged where secrets are local variables (as in a run that met a Redis
+    restart) shows a plain traceback: neither the secret nor its stored form appears, in JSON
+    or on the console, from structlog or from a library's logger."""
+    buffer = io.StringIO()
+    monkeypatch.setattr("sys.stderr", buffer)
+    logs.configure("INFO", fmt)
+    try:
+        secret = "the-master-secret-in-scope"
+        logs.register_secret(secret)
+        stored_secret = "plain:" + secret  # noqa: F841 - a local the frame holds
+        reply = ["run", "7d431e42dfa6a6d693ac2d04", secret]  # noqa: F841 - likewise
+        try:
+            raise ConnectionError("Error 111 connecting to 127.0.0.1:6379")
+        except ConnectionError:
+            structlog.get_logger("worker.pipeline").exception("run_failed")
+            logging.getLogger("dramatiq.worker").exception("Failed to process message")
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()
+    text = buffer.getvalue()
+    assert "Traceback" in text
+    assert "ConnectionError" in text
+    assert secret not in text
+    assert "stored_secret" not in text
+    assert "7d431e42dfa6a6d693ac2d04" not in text

@@ -101,7 +101,9 @@ def configure(level: str = "INFO", fmt: str = "auto") -> None:
         foreign_pre_chain=shared,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.format_exc_info if use_json else _keep,
+            # A plain traceback, made into text before redaction, in every format: the console
+            # renderer's own would print each frame's local variables, secrets among them.
+            structlog.processors.format_exc_info,
             redact,
             renderer,
         ],
@@ -115,7 +117,3 @@ def configure(level: str = "INFO", fmt: str = "auto") -> None:
     # signq as exceptions instead.
     for chatty in ("httpx", "httpcore", "redis"):
         logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
-
-
-def _keep(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    return event
