@@ -13,7 +13,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from redis.exceptions import WatchError
 
 from worker import events, logs
 from worker.jsms.client import Credentials, mask
@@ -26,6 +27,11 @@ _PLAIN = "plain:"
 
 class AccountError(ValueError):
     """An account operation that cannot be done; the message says why."""
+
+
+class SecretKeyError(AccountError):
+    """This process's SIGNQ_SECRET_KEY cannot open a stored secret: the process is set up
+    wrong, not the account (nothing about the tenant is paused for it)."""
 
 
 @dataclass(frozen=True)
@@ -64,14 +70,31 @@ class SecretBox:
         if not stored.startswith(_ENCRYPTED):
             raise AccountError(f"account {account}: stored secret has an unknown format")
         if self._fernet is None:
-            raise AccountError(
+            raise SecretKeyError(
                 f"account {account}: its secret is encrypted; set SIGNQ_SECRET_KEY to read it"
             )
         try:
             return self._fernet.decrypt(stored[len(_ENCRYPTED) :].encode()).decode()
         except InvalidToken:
-            raise AccountError(
+            raise SecretKeyError(
                 f"account {account}: SIGNQ_SECRET_KEY does not decrypt its secret"
+            ) from None
+
+    @staticmethod
+    def rotate(stored: str, new_key: str, old_key: str | None) -> str:
+        """A stored secret sealed again with ``new_key``: one sealed with either key, or
+        stored plain, opens; so a rotation interrupted halfway is simply run again."""
+        keys = [Fernet(new_key.encode())] + ([Fernet(old_key.encode())] if old_key else [])
+        fernet = MultiFernet(keys)
+        if stored.startswith(_PLAIN):
+            return _ENCRYPTED + fernet.encrypt(stored[len(_PLAIN) :].encode()).decode()
+        if not stored.startswith(_ENCRYPTED):
+            raise AccountError("stored secret has an unknown format")
+        try:
+            return _ENCRYPTED + fernet.rotate(stored[len(_ENCRYPTED) :].encode()).decode()
+        except InvalidToken:
+            raise SecretKeyError(
+                "neither the new key nor SIGNQ_SECRET_KEY decrypts this secret"
             ) from None
 
 
@@ -160,6 +183,61 @@ class Accounts:
         if not data:
             raise AccountError(f"no account named {name!r}")
         return self.credentials(name, data["app_key"], data.get("secret", ""))
+
+    def unreadable(self) -> dict[str, str]:
+        """Accounts whose stored secret this process cannot open, with why (a worker refuses
+        to start on them rather than fail every tenant's jobs)."""
+        names = sorted(texts(self.store.redis.smembers(self.keys.accounts())))
+        pipe = self.store.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.hget(self.keys.account(name), "secret")
+        problems = {}
+        for name, stored in zip(names, pipe.execute(), strict=True):
+            try:
+                self.box.open(name, stored or "")
+            except AccountError as exc:
+                problems[name] = str(exc)
+        return problems
+
+    def rotate_key(self, new_key: str, old_key: str | None) -> int:
+        """Seal every stored secret with ``new_key`` (opened with it or ``old_key``); an
+        account changed meanwhile is read again. Returns how many were sealed. Nothing is
+        written until every secret has been opened: a wrong old key changes nothing."""
+        names = sorted(texts(self.store.redis.smembers(self.keys.accounts())))
+        pipe = self.store.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.hget(self.keys.account(name), "secret")
+        sealed = {}
+        for name, stored in zip(names, pipe.execute(), strict=True):
+            if stored is None:
+                continue
+            try:
+                sealed[name] = (stored, SecretBox.rotate(stored, new_key, old_key))
+            except AccountError as exc:
+                raise type(exc)(f"account {name}: {exc}") from None
+        for name, (before, after) in sealed.items():
+            self._replace_secret(name, before, after, new_key, old_key)
+        return len(sealed)
+
+    def _replace_secret(
+        self, name: str, before: str, after: str, new_key: str, old_key: str | None
+    ) -> None:
+        key = self.keys.account(name)
+        with self.store.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(key)  # type: ignore[no-untyped-call]  # redis-py's typing gap
+                    current = pipe.hget(key, "secret")
+                    if current is None:
+                        return
+                    if current != before:
+                        after = SecretBox.rotate(str(current), new_key, old_key)
+                    pipe.multi()
+                    pipe.hset(key, "secret", after)
+                    pipe.execute()
+                    return
+                except WatchError:
+                    continue
 
     def remove(self, name: str) -> None:
         """Forget an account; refused while it has outstanding jobs."""

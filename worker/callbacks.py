@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from worker.accounts import AccountError
+from worker.accounts import AccountError, SecretKeyError
 from worker.jsms.callback import (
     SMS_SIGN,
     BadSignature,
@@ -94,6 +94,10 @@ class Receiver:
         try:
             creds = rt.accounts.credentials(account, stored["app_key"], stored["secret"])
             message = verify_callback(form, creds, max_age_seconds=max_age)
+        except SecretKeyError:
+            # Ours to fix, not the sender's: the API retries a push answered with a 5xx.
+            log.error("callback_secret_unreadable", account=account)
+            return 503, {"result": "unavailable"}
         except (BadSignature, AccountError):
             log.warning("callback_forged", account=account)
             return 401, {"result": "bad_signature"}

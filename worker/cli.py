@@ -152,6 +152,11 @@ def _accounts_parser(commands: Any) -> None:
     imp.add_argument("file", help="CSV with columns account, app_key, master_secret")
     imp.add_argument("--replace", action="store_true")
     imp.set_defaults(handler=commands_.accounts_import)
+    rot = accounts.add_parser(
+        "rotate-key", help="seal every stored secret with a new SIGNQ_SECRET_KEY (re-runnable)"
+    )
+    rot.add_argument("--new-key-file", help="read the new key from this file, not stdin")
+    rot.set_defaults(handler=commands_.accounts_rotate_key)
     lst = accounts.add_parser("list", help="list accounts (never their secrets)")
     lst.add_argument("--json", action="store_true")
     lst.set_defaults(handler=commands_.accounts_list)

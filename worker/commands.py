@@ -14,7 +14,7 @@ from worker.jobs import JobError, JobRecord, Submitted
 from worker.jsms.errors import ValidationError
 from worker.jsms.models import Image, validate_sign_id
 from worker.runtime import Runtime
-from worker.settings import Settings
+from worker.settings import Settings, SettingsError
 
 
 class CommandError(Exception):
@@ -69,6 +69,7 @@ def accounts_list(args: argparse.Namespace, settings: Settings) -> int:
                 )
             )
         return 0
+    _warn_unreadable(rt)
     for a in rows:
         flags = [a.status] + (["blocked (external audit)"] if a.blocked else [])
         reason = f" — {a.paused_reason}" if a.paused_reason else ""
@@ -182,9 +183,56 @@ def jobs_action(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _warn_unreadable(rt: Runtime) -> None:
+    problems = rt.accounts.unreadable()
+    if problems:
+        print(f"signq: warning: {_unreadable(problems)}", file=sys.stderr)
+
+
+def _unreadable(problems: dict[str, str]) -> str:
+    names = ", ".join(sorted(problems)[:5]) + (", ..." if len(problems) > 5 else "")
+    return (
+        f"SIGNQ_SECRET_KEY cannot open the stored secret of {len(problems)} account(s) "
+        f"({names}): {next(iter(problems.values())).split(': ', 1)[-1]}; set the key they were "
+        "stored with, or re-seal them with `signq accounts rotate-key`"
+    )
+
+
+def accounts_rotate_key(args: argparse.Namespace, settings: Settings) -> int:
+    """`signq accounts rotate-key --new-key-file F`: seal every secret with the new key."""
+    from worker.settings import check_fernet_key  # noqa: PLC0415
+
+    new_key = _read_secret(
+        args.new_key_file, prompt="new SIGNQ_SECRET_KEY: ", flag="--new-key-file"
+    )
+    try:
+        check_fernet_key(new_key, "the new key")
+        count = runtime(settings).accounts.rotate_key(new_key, settings.secret_key)
+    except (AccountError, SettingsError) as exc:
+        raise CommandError(str(exc)) from None
+    print(
+        f"{count} account secret(s) sealed with the new key; set SIGNQ_SECRET_KEY to it and "
+        "restart workers, schedulers and receivers"
+    )
+    return 0
+
+
 def worker(args: argparse.Namespace, settings: Settings) -> int:
-    """`signq worker`: Dramatiq's worker on signq's actors, as `dramatiq worker.actors`."""
+    """`signq worker`: Dramatiq's worker on signq's actors, as `dramatiq worker.actors`.
+
+    Refuses to start when its SIGNQ_SECRET_KEY cannot open the registry's secrets: every
+    tenant's jobs would otherwise fail on it.
+    """
+    from redis.exceptions import ConnectionError as RedisDown  # noqa: PLC0415
+
     from worker.metrics import prepare_worker  # noqa: PLC0415
+
+    try:
+        problems = runtime(settings).accounts.unreadable()
+    except RedisDown:
+        problems = {}  # Redis may come up after the workers; Dramatiq waits for it
+    if problems:
+        raise CommandError(_unreadable(problems))
 
     prepare_worker(settings, fresh=True)  # no worker process has started yet
     # Dramatiq reads its idle fetch timeout from this variable (the default is 1000 ms).
@@ -205,16 +253,19 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
     os.execv(sys.executable, argv)  # noqa: S606 - replaces this process with the worker
 
 
-def _read_secret(path: str | None) -> str:
+def _read_secret(
+    path: str | None, *, prompt: str = "master secret: ", flag: str = "--master-secret-file"
+) -> str:
     if path:
         try:
             return Path(path).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise CommandError(f"--master-secret-file {path}: {exc.strerror}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise CommandError(f"{flag} {path}: {why}") from None
     if sys.stdin.isatty():
         import getpass  # noqa: PLC0415 - only for an interactive prompt
 
-        return getpass.getpass("master secret: ").strip()
+        return getpass.getpass(prompt).strip()
     return sys.stdin.readline().strip()
 
 

@@ -33,7 +33,7 @@ import redis
 import structlog
 
 from worker import events
-from worker.accounts import AccountError, Accounts
+from worker.accounts import AccountError, Accounts, SecretKeyError
 from worker.jobs import Enqueue, JobRecord, Jobs, retention_ms, submitted_change
 from worker.jsms.client import Credentials, JsmsClient
 from worker.jsms.errors import (
@@ -63,6 +63,8 @@ RECORD_PATIENCE_SECONDS = 600.0
 # Uncertain retries wait at most this long in the worker thread; longer waits are rescheduled.
 _SLEEP_IN_RUN_MAX = 2.0
 _REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+# A job whose secret this worker cannot open waits this long for a worker that can.
+KEY_MISSING_RETRY_MS = 60_000
 # Queried to learn whether the API answers at all: ids start far above this one.
 _HEALTH_SIGN_ID = 1
 
@@ -191,19 +193,25 @@ class Pipeline:
         ):
             try:
                 creds = self.accounts.credentials(job.account, app_key, stored_secret)
+            except SecretKeyError as exc:
+                return self._key_missing(job, exc)
             except AccountError as exc:
                 return self._pause(job, str(exc))
             attempt = Attempt(
                 job, creds, previous, int(clock), self.clock, self.clock(), probing == "1"
             )
-            if job.gated and job.attempts == 0:
-                metrics().gate_wait.observe(max(0.0, (int(clock) - job.created_at) / 1000))
-            with self.leases.hold(job.id):
-                if job.gated:
-                    return self._submit(attempt)
-                if job.op == "delete":
-                    return self._delete(attempt)
-                return self._query(attempt)
+            return self._execute(attempt)
+
+    def _execute(self, attempt: Attempt) -> str:
+        job = attempt.job
+        if job.gated and job.attempts == 0:
+            metrics().gate_wait.observe(max(0.0, (attempt.started_ms - job.created_at) / 1000))
+        with self.leases.hold(job.id):
+            if job.gated:
+                return self._submit(attempt)
+            if job.op == "delete":
+                return self._delete(attempt)
+            return self._query(attempt)
 
     def _submit(self, attempt: Attempt) -> str:
         job = attempt.job
@@ -448,6 +456,25 @@ class Pipeline:
         )
         log.warning("account_blocked_external")
         return "blocked"
+
+    def _key_missing(self, job: JobRecord, exc: SecretKeyError) -> str:
+        """This worker cannot open the account's secret: its SIGNQ_SECRET_KEY is wrong. The
+        tenant is not at fault and is not paused; the job waits for a worker that can."""
+        log.error("secret_key_cannot_open_secret", error=str(exc))
+        self._apply(
+            Change(
+                id=job.id,
+                from_=["submitting"],
+                to="queued",
+                set={
+                    "waiting_for": "secret_key",
+                    "error": json.dumps({"code": None, "message": str(exc)}),
+                },
+                retry_in=KEY_MISSING_RETRY_MS,
+                lease_clear=True,
+            )
+        )
+        raise RetryLater(str(exc), KEY_MISSING_RETRY_MS)
 
     def _pause(self, job: JobRecord, reason: str, exc: JsmsError | None = None) -> str:
         error = exc.to_dict() if exc else {"code": None, "message": reason}

@@ -170,7 +170,7 @@ class Settings:
         if self.leader_ttl_seconds <= self.tick_seconds:
             raise SettingsError("SIGNQ_LEADER_TTL_SECONDS must be longer than SIGNQ_TICK_SECONDS")
         if self.secret_key is not None:
-            _check_fernet_key(self.secret_key)
+            check_fernet_key(self.secret_key, "SIGNQ_SECRET_KEY")
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise SettingsError(
                 "SIGNQ_REDIS_URL must be a redis://, rediss:// or unix:// URL, got "
@@ -203,14 +203,15 @@ def masked_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}***@{host}{port}"))
 
 
-def _check_fernet_key(key: str) -> None:
+def check_fernet_key(key: str, what: str) -> None:
+    """Refuse, naming ``what``, a key that is not a Fernet key."""
     try:
         raw = base64.urlsafe_b64decode(key.encode())
     except (ValueError, binascii.Error):
         raw = b""
     if len(raw) != 32:
         raise SettingsError(
-            "SIGNQ_SECRET_KEY must be a Fernet key: 32 bytes, url-safe base64 (make one with "
+            f"{what} must be a Fernet key: 32 bytes, url-safe base64 (make one with "
             "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key()"
             ".decode())'`)"
         )
