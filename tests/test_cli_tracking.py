@@ -61,7 +61,7 @@ def test_track_and_cleanup_dry_run(env: dict[str, str]) -> None:
     assert "tracking 2 signature(s), 2 new" in tracked.stdout
     bad = signq(env, "track", "--account", "acme", "--sign-id", "zero")
     assert bad.returncode == 2
-    assert "sign_id: must be a positive whole number" in bad.stderr
+    assert "sign_id: must be a whole number from 1 to" in bad.stderr
     dry = signq(env, "cleanup", "--dry-run", "--older-than", "0s")
     assert dry.returncode == 0
     assert "0 candidate(s)" in dry.stdout  # statuses are not known before the first poll

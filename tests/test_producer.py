@@ -27,8 +27,8 @@ def stored_jobs(system: System) -> int:
         (lambda j, a: j.create(a, "【坏】"), "sign: may hold only"),
         (lambda j, a: j.create(a, "好的", type=9), "type: must be from 1 to 7"),
         (lambda j, a: j.create(a, "好的", images=[Image(b"nope", "x.png")]), "not a PNG or JPEG"),
-        (lambda j, a: j.modify(a, 0, "好的"), "sign_id: must be a positive"),
-        (lambda j, a: j.delete(a, "abc"), "sign_id: must be a positive"),
+        (lambda j, a: j.modify(a, 0, "好的"), "sign_id: must be a whole number"),
+        (lambda j, a: j.delete(a, "abc"), "sign_id: must be a whole number"),
         (lambda j, a: j.create(a, "好的", key="has space"), "key: must be"),
         (lambda j, a: j.create("nobody", "好的"), "no account named 'nobody'"),
     ],
@@ -152,3 +152,41 @@ def test_the_message_carries_only_the_job_id(
         broker.close()
         runtime.close()
         delete_prefix(settings.redis_url, settings.prefix)
+
+
+@pytest.mark.parametrize(
+    "bad", ["99999999999999999999", "0", "-5", "1e5", "١٢٣", "12_34", "", True, 3.0, 2**63]
+)
+def test_a_sign_id_the_api_cannot_return_is_refused_at_the_edge(
+    system: System, bad: object
+) -> None:
+    """Ids beyond a 64-bit integer, non-ASCII digits or non-integers are refused by name, and
+    nothing is stored."""
+    account = system.tenant()
+    with pytest.raises(ValidationError, match="sign_id"):
+        system.runtime.jobs.query(account, bad)  # type: ignore[arg-type]
+    assert system.runtime.jobs.find(account=account) == []
+
+
+def test_a_long_sign_id_survives_redis_and_its_events_exactly(system: System) -> None:
+    """A 19-digit sign id goes through the scripts as text: the job record, the tracked
+    signature and the events keep every digit (a Lua number would make it 1e+18)."""
+    account = system.tenant()
+    long_id = 2**63 - 1
+    job = system.runtime.jobs.query(account, long_id).job_id
+    assert system.runtime.jobs.require(job).sign_id == long_id
+    accepted = [e for e in system.events(account) if e["type"] == "job.accepted"]
+    assert accepted[0]["sign_id"] == long_id
+    record = system.runtime.jobs.require(job)
+    from worker.jobs import submitted_change  # noqa: PLC0415
+
+    store = system.runtime.store
+    store.redis.hset(store.keys.job(job), "state", "submitting")
+    store.apply(submitted_change(record, long_id, 1))
+    assert system.runtime.tracker.get(account, long_id) is not None
+    assert store.redis.zscore(store.keys.due(), f"{account}:{long_id}") is not None
+    assert system.runtime.tracker.observe_result(account, long_id, 1) == "changed"
+    approved = [e for e in system.events(account) if e["type"] == "signature.approved"]
+    assert approved[0]["sign_id"] == long_id
+    assert approved[0]["previous_status"] == 0
+    assert system.runtime.jobs.require(job).state == "approved"

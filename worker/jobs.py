@@ -315,7 +315,8 @@ class Jobs:
             if spec.op == "create" and not key:
                 content = _content_key(request)
         if spec.op != "create":
-            fields["sign_id"] = validate_sign_id(spec.sign_id)
+            # A string all the way: a Lua number would turn a long id into 1e+20.
+            fields["sign_id"] = str(validate_sign_id(spec.sign_id))
         job_id = secrets.token_hex(16)
         fields["id"] = job_id
         if key:
@@ -334,7 +335,10 @@ class Jobs:
             "content": content,
             "fields": fields,
             "accepted": events.make(
-                "job.accepted", spec.account, sign_id=fields.get("sign_id"), **common
+                "job.accepted",
+                spec.account,
+                sign_id=int(fields["sign_id"]) if "sign_id" in fields else None,
+                **common,
             ),
         }
 

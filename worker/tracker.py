@@ -208,7 +208,7 @@ class Tracker:
         s = self.settings
         spec: dict[str, Any] = {
             "account": account,
-            "sign_id": sign_id,
+            "sign_id": str(sign_id),  # never a Lua number: ids may exceed its precision
             "use_status": use_status,
             "reason": reason,
             "retention": retention_ms(s.job_retention_days),

@@ -30,6 +30,7 @@ from worker.jsms.errors import (
     ServerError,
     TransportError,
     UnexpectedResponse,
+    ValidationError,
     api_error,
 )
 from worker.jsms.models import (
@@ -271,16 +272,14 @@ class JsmsClient:
 
     def _sign_id(self, response: httpx.Response) -> int:
         body = _json_object(response)
-        sign_id = body.get("sign_id")
-        if isinstance(sign_id, str) and sign_id.isdigit():
-            sign_id = int(sign_id)
-        if not isinstance(sign_id, int) or isinstance(sign_id, bool) or sign_id <= 0:
+        try:
+            return validate_sign_id(body.get("sign_id"))
+        except ValidationError:
             raise UnexpectedResponse(
                 "answer has no valid sign_id",
                 http_status=response.status_code,
                 body=response.text[:200],
-            )
-        return sign_id
+            ) from None
 
 
 def _tls_context(ca_bundle: str | None) -> ssl.SSLContext:

@@ -87,6 +87,8 @@ class Signature:
             is_default = body.get("is_default")
             if not isinstance(sign_id, int) or isinstance(sign_id, bool):
                 raise TypeError("sign_id")
+            if not 0 < sign_id <= MAX_SIGN_ID:
+                raise ValueError("sign_id out of range")
             if not isinstance(sign, str) or not isinstance(use_status, int):
                 raise TypeError("sign or use_status")
         except (KeyError, TypeError, ValueError) as exc:
@@ -187,16 +189,21 @@ def validate_request(
     )
 
 
+# Sign ids are JSON integers the API keeps as 64-bit numbers; anything beyond is not one of its.
+MAX_SIGN_ID = 2**63 - 1
+_SIGN_ID = re.compile(r"[0-9]{1,19}")
+
+
 def validate_sign_id(value: object) -> int:
-    """A sign id: a positive whole number."""
-    if isinstance(value, bool):
-        raise ValidationError("sign_id", f"must be a positive whole number, got {value!r}")
-    try:
-        number = int(str(value).strip())
-    except ValueError:
+    """A sign id: a positive whole number the API can return (a 64-bit integer), written
+    with ASCII digits."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
         raise ValidationError(
-            "sign_id", f"must be a positive whole number, got {value!r}"
-        ) from None
-    if number <= 0:
-        raise ValidationError("sign_id", f"must be a positive whole number, got {number}")
-    return number
+            "sign_id", f"must be a whole number from 1 to {MAX_SIGN_ID}, got {value!r}"
+        )
+    text = str(value).strip()
+    if not _SIGN_ID.fullmatch(text) or not 0 < int(text) <= MAX_SIGN_ID:
+        raise ValidationError(
+            "sign_id", f"must be a whole number from 1 to {MAX_SIGN_ID}, got {value!r}"
+        )
+    return int(text)

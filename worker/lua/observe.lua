@@ -14,12 +14,18 @@ local nxt = ''
 local reason = s.reason
 if reason == cjson.null then reason = nil end
 
+-- The event template gains what the record knows, spliced in as text: decoding and encoding it
+-- again would pass its numbers (a long sign id) through Lua's doubles.
 local function announce(template, previous)
-  local event = cjson.decode(template)
-  if previous ~= nil and previous ~= '' then event.previous_status = tonumber(previous) end
-  if rec.job_id and rec.job_id ~= '' then event.job_id = rec.job_id end
-  if rec.sign and rec.sign ~= '' then event.sign = rec.sign end
-  publish(cjson.encode(event))
+  local extra = ''
+  if previous ~= nil and previous ~= '' then
+    extra = extra .. ',"previous_status":' .. cjson.encode(tonumber(previous))
+  end
+  if rec.job_id and rec.job_id ~= '' then extra = extra .. ',"job_id":' .. cjson.encode(rec.job_id) end
+  if rec.sign and rec.sign ~= '' then extra = extra .. ',"sign":' .. cjson.encode(rec.sign) end
+  local body = string.sub(template, 2, -2)
+  if body == '' then extra = string.sub(extra, 2) end
+  publish('{' .. body .. extra .. '}')
 end
 
 local function finish(to)
