@@ -116,9 +116,15 @@ def test_other_push_types_are_acknowledged_and_ignored(
 
 
 def test_unknown_account_and_malformed_pushes(receiver: ThreadedServer, system: System) -> None:
-    """An account signq does not know is 404; a push missing fields is 400."""
-    assert httpx.post(f"{receiver.url}/callbacks/nobody", data={"nonce": "1"}).status_code == 404
+    """An account signq does not know answers as a forgery does (no telling which tenants
+    exist); a push missing fields is 400."""
+    unknown = httpx.post(f"{receiver.url}/callbacks/nobody", data=push(system, system.tenant(), {}))
     account = system.tenant()
+    forged = httpx.post(
+        f"{receiver.url}/callbacks/{account}", data=push(system, account, {}, secret="wrong")
+    )
+    assert (unknown.status_code, unknown.json()) == (forged.status_code, forged.json())
+    assert unknown.status_code == 401
     response = httpx.post(f"{receiver.url}/callbacks/{account}", data={"nonce": "1"})
     assert (response.status_code, response.json()["result"]) == (400, "malformed")
 
@@ -164,21 +170,56 @@ def test_the_emulator_pushes_and_the_change_arrives_without_polling(
     assert event["reason"]
 
 
-def test_receiver_serves_its_metrics(receiver: ThreadedServer, system: System) -> None:
-    """/metrics on the receiver counts callback results."""
-    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+def test_the_receiver_facing_the_internet_serves_no_metrics(
+    receiver: ThreadedServer, system: System
+) -> None:
+    """/metrics is not on the public port (`signq callbacks` serves it on the metrics port);
+    the results are still counted."""
+    from worker.metrics import metrics  # noqa: PLC0415
 
+    before = metrics().callbacks.labels("malformed")._value.get()
     account = system.tenant()
     httpx.post(f"{receiver.url}/callbacks/{account}", data={"nonce": "1"})
-    families = text_string_to_metric_families(httpx.get(f"{receiver.url}/metrics").text)
-    counted = {
-        sample.labels["result"]: sample.value
-        for family in families
-        if family.name == "signq_callback_results"
-        for sample in family.samples
-        if sample.name == "signq_callback_results_total"
-    }
-    assert counted.get("malformed", 0) >= 1
+    assert httpx.get(f"{receiver.url}/metrics").status_code == 404
+    assert metrics().callbacks.labels("malformed")._value.get() == before + 1
+
+
+def test_oversized_and_overfull_pushes_are_refused_before_parsing(
+    receiver: ThreadedServer, system: System
+) -> None:
+    """Nobody is authenticated before the form is read, so the body and the field count are
+    capped: a large body is 413 whether its length is declared or streamed; too many fields
+    are refused; the receiver keeps answering."""
+    account = system.tenant()
+    url = f"{receiver.url}/callbacks/{account}"
+    big = {f"f{n}": "x" * 1000 for n in range(100)}
+    assert httpx.post(url, data=big).status_code == 413
+
+    def stream() -> Iterator[bytes]:
+        for _ in range(200):
+            yield b"a=" + b"x" * 1000 + b"&"
+
+    assert httpx.post(url, content=stream()).status_code == 413
+    many = "&".join(f"k{n}=v" for n in range(50))
+    response = httpx.post(
+        url, content=many, headers={"content-type": "application/x-www-form-urlencoded"}
+    )
+    assert response.status_code == 400
+    files = {"file": ("a.bin", b"\0" * 100, "application/octet-stream")}
+    assert httpx.post(url, files=files).status_code in (400, 413)
+    form = push(system, account, {"signId": 1, "status": 1}, nonce="after")
+    assert httpx.post(url, data=form).status_code == 200
+
+
+def test_a_non_ascii_signature_is_a_forgery_not_a_crash(
+    receiver: ThreadedServer, system: System
+) -> None:
+    """A signature field with characters outside ASCII is refused as 401, never a 500."""
+    account = system.tenant()
+    form = push(system, account, {"signId": 1, "status": 1})
+    form["signature"] = "签名" * 20
+    response = httpx.post(f"{receiver.url}/callbacks/{account}", data=form)
+    assert (response.status_code, response.json()) == (401, {"result": "bad_signature"})
 
 
 def test_a_result_pushed_before_its_create_is_unconfirmed_is_kept_and_matched(

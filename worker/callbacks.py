@@ -16,10 +16,14 @@ from __future__ import annotations
 
 from collections import Counter
 from typing import Any
+from urllib.parse import parse_qsl
 
 import structlog
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -39,6 +43,9 @@ from worker.runtime import Runtime
 from worker.store import fields
 
 log = structlog.get_logger(__name__)
+# A real push is a few hundred bytes in five fields.
+MAX_BODY_BYTES = 16 * 1024
+MAX_FIELDS = 20
 
 
 class Receiver:
@@ -56,8 +63,16 @@ class Receiver:
             if not echostr:
                 return PlainTextResponse("echostr is required", status_code=400)
             return PlainTextResponse(echostr)
-        form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
-        status, body = await run_in_threadpool(self.apply, account, form)
+        form = await _bounded_form(request)
+        if isinstance(form, Response):
+            self.results["too_large"] += 1
+            return form
+        try:
+            status, body = await run_in_threadpool(self.apply, account, form)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            # The API pushes again later; nothing is lost by answering "not now".
+            log.warning("redis_unavailable", error=str(exc))
+            status, body = 503, {"result": "unavailable"}
         self.results[body.get("result", "error")] += 1
         metrics().callbacks.labels(body.get("result", "error")).inc()
         return JSONResponse(body, status_code=status)
@@ -89,7 +104,9 @@ class Receiver:
         rt = self.runtime
         stored = fields(rt.store.redis.hgetall(rt.store.keys.account(account)))
         if not stored:
-            return 404, {"result": "unknown_account"}
+            # Answered as a forgery is: a different answer would tell which tenants exist.
+            log.warning("callback_for_unknown_account", account=account[:64])
+            return 401, {"result": "bad_signature"}
         max_age = rt.settings.callback_max_age_seconds
         try:
             creds = rt.accounts.credentials(account, stored["app_key"], stored["secret"])
@@ -113,23 +130,51 @@ class Receiver:
 
 
 def build_app(runtime: Runtime) -> Starlette:
-    """The receiver as an ASGI app (``/callbacks/{account}`` and ``/healthz``)."""
+    """The receiver as an ASGI app (``/callbacks/{account}`` and ``/healthz``); it faces the
+    internet, so its metrics are served elsewhere (``SIGNQ_METRICS_PORT``)."""
     receiver = Receiver(runtime)
 
     async def healthz(_request: Request) -> Response:
         return JSONResponse({"ok": True, "results": dict(receiver.results)})
 
-    async def exposition(_request: Request) -> Response:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest  # noqa: PLC0415
-
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
     app = Starlette(
         routes=[
             Route("/callbacks/{account}", receiver.handle, methods=["GET", "POST"]),
             Route("/healthz", healthz),
-            Route("/metrics", exposition),
         ]
     )
     app.state.receiver = receiver
     return app
+
+
+async def _bounded_form(request: Request) -> dict[str, str] | Response:
+    """The push's form fields, read only up to ``MAX_BODY_BYTES`` and ``MAX_FIELDS``: nobody
+    is authenticated yet, so nobody may make the receiver hold more than that."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        return _too_large()
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            return _too_large()
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+
+        async def replay() -> dict[str, Any]:
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        try:
+            parsed = await Request(request.scope, replay).form(max_files=0, max_fields=MAX_FIELDS)
+        except HTTPException:
+            return JSONResponse({"result": "malformed"}, status_code=400)
+        return {k: v for k, v in parsed.items() if isinstance(v, str)}
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), max_num_fields=MAX_FIELDS)
+    except (UnicodeDecodeError, ValueError):
+        return JSONResponse({"result": "malformed"}, status_code=400)
+    return dict(pairs)
+
+
+def _too_large() -> Response:
+    return JSONResponse({"result": "too_large"}, status_code=413)

@@ -390,6 +390,11 @@ def callbacks(args: argparse.Namespace, settings: Settings) -> int:
 
     from worker.callbacks import build_app  # noqa: PLC0415
 
+    if settings.metrics_port > 0:
+        # Never on the receiver's own port, which faces the internet.
+        from prometheus_client import start_http_server  # noqa: PLC0415
+
+        start_http_server(settings.metrics_port, addr=settings.metrics_host)
     uvicorn.run(
         build_app(runtime(settings)),
         host=args.host,

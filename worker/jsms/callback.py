@@ -82,7 +82,8 @@ def verify_callback(
         raise MalformedCallback(f"missing field(s): {', '.join(missing)}")
     nonce, raw_timestamp = form["nonce"], form["timestamp"]
     expected = callback_signature(creds, nonce, raw_timestamp)
-    if not hmac.compare_digest(expected, form["signature"].strip().lower()):
+    given = form["signature"].strip().lower().encode("utf-8", "replace")
+    if not hmac.compare_digest(expected.encode(), given):
         raise BadSignature("signature does not match the account's credentials")
     try:
         timestamp_ms = int(raw_timestamp)
