@@ -23,6 +23,7 @@ from worker.broker import POLL, build_broker
 from worker.dlq import DeadLetters
 from worker.emulator import EmulatorAdmin, EmulatorServer
 from worker.jobs import JobError
+from worker.jsms import SignRequest
 from worker.runtime import Runtime
 from worker.status import collect
 
@@ -151,3 +152,28 @@ def test_logs_carry_the_message_context_and_no_secret(
     assert any(line["logger"].startswith("dramatiq") for line in lines)
     assert secret not in buffer.getvalue()
     assert app_key not in buffer.getvalue()
+
+
+def test_confirm_checks_the_sign_id_at_the_api_first(system: System) -> None:
+    """jobs confirm refuses a sign id the account does not have, and one whose sign is not the
+    job's; the right one confirms and records what the API says of it."""
+    account = system.tenant()
+    other = system.tenant()
+    system.admin.set_faults([{"kind": "drop", "after": True, "count": 1}], system.app_key(account))
+    job = system.runtime.jobs.create(account, "要确认的").job_id
+    assert system.drain() == ["unconfirmed"]
+    (right,) = system.admin.signatures(system.app_key(account))
+    foreign = system.runtime.client.create(system.credentials(other), SignRequest("别人的"))
+    tracker = system.runtime.tracker
+    with pytest.raises(JobError, match="not a signature of account"):
+        tracker.confirm_checked(job, foreign)
+    with pytest.raises(JobError, match="not a signature of account"):
+        tracker.confirm_checked(job, 10**15)
+    system.admin.force(right, status=1)
+    mine = system.runtime.client.create(system.credentials(account), SignRequest("另一个"))
+    with pytest.raises(JobError, match="but job"):
+        tracker.confirm_checked(job, mine)
+    assert system.state(job) == "unconfirmed"
+    tracker.confirm_checked(job, right)
+    record = system.runtime.jobs.require(job)
+    assert (record.state, record.sign_id) == ("approved", right)

@@ -7,7 +7,6 @@ record, an event or a log line (the log redaction also scrubs every secret read 
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from redis.exceptions import WatchError
 
 from worker import events, logs
+from worker.files import FileProblem, csv_rows
 from worker.jsms.client import Credentials, mask
 from worker.store import Store, fields, texts
 
@@ -123,17 +123,13 @@ class Accounts:
     def import_csv(self, path: Path, *, replace: bool = False) -> int:
         """Add every row of a CSV (account, app_key, master_secret); all rows are checked first."""
         try:
-            text = path.read_text(encoding="utf-8-sig")
-        except OSError as exc:
-            raise AccountError(f"{path}: {exc.strerror}") from None
-        reader = csv.DictReader(text.splitlines())
-        missing = {"account", "app_key", "master_secret"} - set(reader.fieldnames or [])
-        if missing:
-            raise AccountError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+            parsed = csv_rows(path, {"account", "app_key", "master_secret"})
+        except FileProblem as exc:
+            raise AccountError(str(exc)) from None
         rows, problems = [], []
-        for line, row in enumerate(reader, start=2):
+        for line, row in parsed:
             try:
-                _check(row["account"] or "", row["app_key"] or "", row["master_secret"] or "")
+                _check(row["account"], row["app_key"], row["master_secret"])
                 rows.append(row)
             except AccountError as exc:
                 problems.append(f"{path}:{line}: {exc}")

@@ -169,7 +169,7 @@ def jobs_action(args: argparse.Namespace, settings: Settings) -> int:
     rt = runtime(settings)
     try:
         if args.action == "confirm":
-            rt.jobs.confirm(args.job_id, args.sign_id)
+            rt.tracker.confirm_checked(args.job_id, args.sign_id)
         elif args.action == "retry":
             print(f"job {args.job_id}: {rt.jobs.retry(args.job_id)}")
             return 0
@@ -177,9 +177,10 @@ def jobs_action(args: argparse.Namespace, settings: Settings) -> int:
             rt.jobs.abandon(args.job_id)
         else:
             rt.jobs.cancel(args.job_id)
-    except (JobError, ValidationError) as exc:
+    except (JobError, ValidationError, AccountError) as exc:
         raise CommandError(str(exc)) from None
-    print(f"job {args.job_id}: {args.action}ed".replace("ee", "e"))
+    done = {"cancel": "cancelled", "abandon": "abandoned", "confirm": "confirmed"}
+    print(f"job {args.job_id}: {done[args.action]}")
     return 0
 
 
@@ -331,7 +332,7 @@ def track(args: argparse.Namespace, settings: Settings) -> int:
     wanted: dict[str, list[int]] = {}
     try:
         if args.file:
-            for line, row in enumerate(_csv_rows(Path(args.file), {"account", "sign_id"}), 2):
+            for line, row in _csv_rows(Path(args.file), {"account", "sign_id"}):
                 try:
                     wanted.setdefault(row["account"], []).append(validate_sign_id(row["sign_id"]))
                 except ValidationError as exc:
@@ -434,17 +435,13 @@ def cleanup(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if report.errors else 0
 
 
-def _csv_rows(path: Path, columns: set[str]) -> list[dict[str, str]]:
-    import csv  # noqa: PLC0415
+def _csv_rows(path: Path, columns: set[str]) -> list[tuple[int, dict[str, str]]]:
+    from worker.files import FileProblem, csv_rows  # noqa: PLC0415
 
     try:
-        reader = csv.DictReader(path.read_text(encoding="utf-8-sig").splitlines())
-    except OSError as exc:
-        raise CommandError(f"{path}: {exc.strerror}") from None
-    missing = columns - set(reader.fieldnames or [])
-    if missing:
-        raise CommandError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
-    return list(reader)
+        return csv_rows(path, columns)
+    except FileProblem as exc:
+        raise CommandError(str(exc)) from None
 
 
 def onboard(args: argparse.Namespace, settings: Settings) -> int:

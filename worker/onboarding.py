@@ -9,7 +9,6 @@ images in memory.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import time
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from worker.files import FileProblem, csv_rows, read_text
 from worker.jobs import TERMINAL, JobSpec, Submitted
 from worker.jsms.errors import ValidationError
 from worker.jsms.models import Image, SignRequest, validate_request
@@ -70,12 +70,29 @@ def read(path: Path, runtime: Runtime) -> tuple[list[Row], list[BadRow]]:
     known = {a.name for a in runtime.accounts.all()}
     rows, bad = [], []
     limit = runtime.settings.max_image_bytes
+    keys: dict[tuple[str, str], Row] = {}
     for line, raw in _records(path):
         try:
-            rows.append(_row(line, raw, path.parent, known, limit))
+            row = _row(line, raw, path.parent, known, limit)
         except ValidationError as exc:
             bad.append(BadRow(line, str(exc)))
+            continue
+        first = keys.setdefault((row.account, row.key), row)
+        if first is not row and _content(first) != _content(row):
+            bad.append(
+                BadRow(
+                    line,
+                    f"key: {row.key!r} is already used on line {first.line} for other content; "
+                    "give this row its own key",
+                )
+            )
+            continue
+        rows.append(row)
     return rows, bad
+
+
+def _content(row: Row) -> tuple[object, ...]:
+    return (row.sign, row.type, row.remark, row.images)
 
 
 def onboard(
@@ -144,29 +161,21 @@ def states(runtime: Runtime, job_ids: list[str]) -> Counter[str]:
 
 def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     try:
-        content = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise OnboardError(f"{path}: {exc.strerror}") from None
-    if path.suffix.lower() in (".jsonl", ".ndjson"):
-        for line, raw in enumerate(content.splitlines(), start=1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-            except ValueError:
-                yield line, {"__error__": "not valid JSON"}
-                continue
-            yield line, record if isinstance(record, dict) else {"__error__": "not an object"}
-        return
-    reader = csv.DictReader(content.splitlines())
-    missing = {"account", "sign"} - set(reader.fieldnames or [])
-    if missing:
-        raise OnboardError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
-    unknown = set(reader.fieldnames or []) - set(COLUMNS)
-    if unknown:
-        raise OnboardError(f"{path}: unknown column(s) {', '.join(sorted(unknown))}")
-    for line, record in enumerate(reader, start=2):
-        yield line, dict(record)
+        if path.suffix.lower() not in (".jsonl", ".ndjson"):
+            yield from csv_rows(path, {"account", "sign"}, set(COLUMNS))
+            return
+        content = read_text(path)
+    except FileProblem as exc:
+        raise OnboardError(str(exc)) from None
+    for line, raw in enumerate(content.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            yield line, {"__error__": "not valid JSON"}
+            continue
+        yield line, record if isinstance(record, dict) else {"__error__": "not an object"}
 
 
 def _row(line: int, raw: dict[str, Any], base: Path, known: set[str], limit: int) -> Row:

@@ -289,6 +289,28 @@ class Tracker:
             redis_.srem(self.keys.orphaned(), account)
         return settled
 
+    def confirm_checked(self, job_id: str, sign_id: int) -> None:
+        """An operator's confirmation of an unconfirmed create, checked first at the API: the
+        sign id must be one of the account's signatures, with the job's sign."""
+        record = self.jobs.require(job_id)
+        sign_id = validate_sign_id(sign_id)
+        if record.state != "unconfirmed":
+            raise JobError(f"job {job_id} is {record.state}, not unconfirmed")
+        try:
+            found = self.client.query(self.accounts.credentials_of(record.account), sign_id)
+        except InvalidSignId:
+            raise JobError(
+                f"sign id {sign_id} is not a signature of account {record.account} (50102)"
+            ) from None
+        except JsmsError as exc:
+            raise JobError(f"could not check sign id {sign_id} at the API: {exc}") from None
+        if found.sign != record.sign:
+            raise JobError(
+                f"sign id {sign_id} is {found.sign!r}, but job {job_id} created {record.sign!r}"
+            )
+        self.jobs.confirm(job_id, sign_id)
+        self.observe(record.account, found)
+
     def settle_kept(self) -> int:
         """Try again to match kept results on every account that has some (the reaper's full
         pass: a match can fail for a while, as when the API does not answer the query)."""

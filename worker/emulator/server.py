@@ -15,6 +15,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from worker.emulator.app import API_ROOT, Emulator
+from worker.files import read_text
 
 if TYPE_CHECKING:
     from uvicorn._types import ASGIApplication
@@ -152,9 +153,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def load_accounts(path: Path) -> list[dict[str, Any]]:
     """Accounts from a JSON list or a CSV with app_key, master_secret[, callback_url]."""
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     if path.suffix.lower() == ".json":
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ValueError(f"{path}: not valid JSON ({exc})") from None
         if not isinstance(data, list):
             raise ValueError(f"{path}: expected a JSON list of accounts")
         return data
