@@ -25,21 +25,26 @@ NOW = Policy(older_than_seconds=0)
 
 
 def test_dry_run_lists_and_changes_nothing(system: System) -> None:
-    """Dry run names the candidates and enqueues nothing."""
+    """Dry run names the candidates and enqueues nothing; the account's default signature (the
+    API says which) is never one."""
     account = system.tenant()
     default = approved(system, account, "默认的")
     spare = approved(system, account, "多余的")
+    assert system.runtime.tracker.get(account, default).is_default  # type: ignore[union-attr]
     report = Cleanup(system.runtime).run(NOW, dry_run=True)
-    assert sorted(t.sign_id for t in report.candidates) == [default, spare]
+    assert [t.sign_id for t in report.candidates] == [spare]
     assert report.jobs == []
     assert system.sent == []
 
 
 def test_cleanup_deletes_unused_and_skips_in_use_and_default(system: System) -> None:
-    """The unused one is deleted (signature.deleted); the default (50105) and the one in use are
-    skipped with their reasons, and no job fails."""
+    """The unused one is deleted (signature.deleted); the default (refused with 50105 by an API
+    version that does not say which is the default) and the one in use are skipped with their
+    reasons, and no job fails."""
     account = system.tenant()
     default = approved(system, account, "默认的")
+    store = system.runtime.store
+    store.redis.hdel(store.keys.signature(account, default), "is_default")
     spare = approved(system, account, "多余的")
     busy = approved(system, account, "在用的")
     system.admin.force(busy, use_status=1)  # came into use after the tracker last looked
@@ -70,6 +75,8 @@ def test_a_pending_audit_is_never_a_candidate(system: System) -> None:
 def test_threshold_status_and_account_filters(system: System) -> None:
     """Only old enough, of the chosen statuses and accounts."""
     first, second = system.tenant(), system.tenant()
+    approved(system, first, "甲的默认")  # each account's first signature is its default
+    approved(system, second, "乙的默认")
     approved(system, first, "甲的")
     job = system.runtime.jobs.create(second, "乙的").job_id
     system.drain()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 import threading
@@ -97,3 +99,28 @@ def test_the_scheduler_waits_out_a_redis_outage_with_one_warning(
     assert "tick_failed" not in text
     assert "Traceback" not in text
     assert "hunter2" not in text
+
+
+def test_events_since_garbage_is_refused_by_name(capsys: pytest.CaptureFixture[str]) -> None:
+    """--since takes a stream id; anything else is one line saying so."""
+    assert cli.main(["events", "--since", "garbage"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "signq: --since must be a stream id such as 1795776316441-0 (or 0 for the beginning), "
+        "got 'garbage'"
+    )
+
+
+def test_times_are_shown_as_iso_and_kept_as_ms_in_json(
+    system: object, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`jobs show` prints ISO times; `--json` keeps milliseconds."""
+    rt = system.runtime  # type: ignore[attr-defined]
+    monkeypatch.setenv("SIGNQ_PREFIX", rt.settings.prefix)
+    account = system.tenant()  # type: ignore[attr-defined]
+    job = rt.jobs.query(account, 5).job_id
+    assert cli.main(["jobs", "show", job]) == 0
+    shown = capsys.readouterr().out
+    assert re.search(r"created_at\s+\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", shown)
+    assert cli.main(["jobs", "show", job, "--json"]) == 0
+    assert isinstance(json.loads(capsys.readouterr().out)["created_at"], int)

@@ -51,7 +51,8 @@ def test_demo_runs_end_to_end_with_zero_loss_and_zero_50103() -> None:
     assert count("rejected, fixed, then approved") == 4
     assert count("approved") == 19
     assert count("deleted by cleanup") == 1
-    assert count("refused by cleanup (in use or default)") == 2
+    assert count("left alone by cleanup (in use, or the default)") == 2
+    assert count("unfinished when the time ran out") == 0
     assert count("lost") == 0
     assert count("failed") == 0
     assert count("50103 answers (must be 0)") == 0

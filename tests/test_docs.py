@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
-import threading
-import time
+import signal
+import subprocess
+import sys
 from pathlib import Path
-from typing import Any
-
-import pytest
 
 from tests.system import System, wait_for
 from worker.emulator.server import load_accounts
@@ -25,41 +24,70 @@ def readme_consumer() -> str:
 
 
 def test_the_readme_consumer_enables_on_approval_and_resubmits_a_fix(
-    system: System, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    system: System, tmp_path: Path
 ) -> None:
-    """Run the README's consumer: an approval enables the tenant; a rejection with a known fix
-    is resubmitted as a modify, once."""
+    """Run the README's consumer as its own process: it starts from new events (no history
+    replayed), an approval enables the tenant, a rejection with a known fix is resubmitted as
+    a modify once, and Ctrl-C stops it cleanly, without a traceback."""
     account = system.tenant()
-    good = system.runtime.jobs.create(account, "好的PASS").job_id
+    old = system.runtime.jobs.create(account, "旧的PASS").job_id
     system.drain()
-    good_id = system.runtime.jobs.require(good).sign_id or 0
-    system.admin.force(good_id, status=1)
-    system.runtime.tracker.poll_one(f"{account}:{good_id}")
+    old_id = system.runtime.jobs.require(old).sign_id or 0
+    system.admin.force(old_id, status=1)
+    system.runtime.tracker.poll_one(f"{account}:{old_id}")
     system.drain()
-    bad = system.runtime.jobs.create(account, "坏的").job_id
-    system.drain()
-    bad_id = system.runtime.jobs.require(bad).sign_id or 0
-    system.admin.force(bad_id, status=2)
-    system.runtime.tracker.poll_one(f"{account}:{bad_id}")
-    monkeypatch.setenv("SIGNQ_PREFIX", system.settings.prefix)
-    code = readme_consumer().replace(
-        "FIXES: dict[tuple[str, str], str] = {}", f"FIXES = {{({account!r}, '坏的'): '好了'}}"
+    script = tmp_path / "consumer.py"
+    script.write_text(
+        readme_consumer().replace(
+            "FIXES: dict[tuple[str, str], str] = {}", f"FIXES = {{({account!r}, '坏的'): '好了'}}"
+        ),
+        encoding="utf-8",
     )
-    namespace: dict[str, Any] = {"__name__": "readme_consumer"}
-    runner = threading.Thread(target=exec, args=(code, namespace), daemon=True)
-    runner.start()
-    wait_for(
-        lambda: any(r.op == "modify" for r in system.runtime.jobs.find(account=account)),
-        what="the resubmission",
+    env = {**os.environ, "SIGNQ_PREFIX": system.settings.prefix}
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
     )
-    time.sleep(0.3)
-    namespace["stop"].set()
-    runner.join(timeout=5)
-    assert not runner.is_alive()
-    namespace["rt"].close()  # the example's own runtime: its Redis and HTTP pools
+    try:
+        store = system.runtime.store
+        wait_for(
+            lambda: (
+                bool(store.redis.exists(store.keys.events()))
+                and any(
+                    g["name"] == "tenant-backend"
+                    for g in store.redis.xinfo_groups(store.keys.events())
+                )
+            ),
+            what="the consumer's group",
+        )
+        good = system.runtime.jobs.create(account, "好的PASS").job_id
+        system.drain()
+        good_id = system.runtime.jobs.require(good).sign_id or 0
+        system.admin.force(good_id, status=1)
+        system.runtime.tracker.poll_one(f"{account}:{good_id}")
+        system.drain()
+        bad = system.runtime.jobs.create(account, "坏的").job_id
+        system.drain()
+        bad_id = system.runtime.jobs.require(bad).sign_id or 0
+        system.admin.force(bad_id, status=2)
+        system.runtime.tracker.poll_one(f"{account}:{bad_id}")
+        wait_for(
+            lambda: any(r.op == "modify" for r in system.runtime.jobs.find(account=account)),
+            what="the resubmission",
+        )
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err.decode()
+    assert b"Traceback" not in err
     modifies = [r for r in system.runtime.jobs.find(account=account) if r.op == "modify"]
     assert [(r.sign_id, r.sign) for r in modifies] == [(bad_id, "好了")]
-    assert f"enable SMS for {account} signed 【好的PASS】" in capsys.readouterr().out
+    printed = out.decode()
+    assert f"enable SMS for {account} signed 【好的PASS】" in printed
+    assert "旧的PASS" not in printed  # history before the group began is not replayed
 
 
 def test_deploy_accounts_file_feeds_both_the_emulator_and_signq(system: System) -> None:

@@ -90,7 +90,9 @@ def test_dead_letters_list_show_retry_and_purge(
         wait_for(lambda: len(letters.all()) == 1, what="a dead letter")
         (letter,) = letters.all()
         assert (letter.actor, letter.args) == (POLL, [["not-a-member"]])
-        listed = [json.loads(line) for line in signq(prefix, "dlq", "list").stdout.splitlines()]
+        listed = [
+            json.loads(line) for line in signq(prefix, "dlq", "list", "--json").stdout.splitlines()
+        ]
         assert [row["id"] for row in listed] == [letter.id]
         shown = json.loads(signq(prefix, "dlq", "show", letter.id).stdout)
         assert (shown["actor_name"], shown["args"]) == (POLL, [["not-a-member"]])

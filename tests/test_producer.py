@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -190,3 +191,31 @@ def test_a_long_sign_id_survives_redis_and_its_events_exactly(system: System) ->
     assert approved[0]["sign_id"] == long_id
     assert approved[0]["previous_status"] == 0
     assert system.runtime.jobs.require(job).state == "approved"
+
+
+def test_images_may_be_bytes_or_paths(system: System, tmp_path: Path) -> None:
+    """The Python producer takes an Image, bytes or a file path for each image."""
+    account = system.tenant()
+    path = tmp_path / "licence.png"
+    path.write_bytes(PNG)
+    job = system.runtime.jobs.create(account, "三种图", images=[png("a"), PNG, path, str(path)])
+    record = system.runtime.jobs.require(job.job_id)
+    assert [name for _, name in record.images] == ["a", "image1", "licence", "licence"]
+
+
+@pytest.mark.parametrize(
+    ("images", "says"),
+    [
+        ([42], "images: item 0 must be an Image, bytes or a file path, got int"),
+        ([b"\x89PNG", "/nonexistent/x.png"], "images: /nonexistent/x.png: No such file"),
+        (b"\x89PNG", "images: must be a list of images"),
+    ],
+)
+def test_bad_images_are_a_validation_error_naming_the_field(
+    system: System, images: object, says: str
+) -> None:
+    """Anything else is refused by name, and nothing is stored."""
+    account = system.tenant()
+    with pytest.raises(ValidationError, match=says):
+        system.runtime.jobs.create(account, "坏图", images=images)  # type: ignore[arg-type]
+    assert system.runtime.jobs.find(account=account) == []

@@ -107,7 +107,7 @@ class Cleanup:
 def _eligible(tracked: Tracked, policy: Policy) -> bool:
     if policy.accounts is not None and tracked.account not in policy.accounts:
         return False
-    if tracked.status not in policy.statuses or tracked.job_id:
+    if tracked.status not in policy.statuses or tracked.job_id or tracked.is_default:
         return False
     return tracked.use_status == 0
 

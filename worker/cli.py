@@ -266,6 +266,7 @@ def _operator_parsers(commands: Any) -> None:
     dlq.add_argument("action", choices=["list", "show", "retry", "purge"])
     dlq.add_argument("ids", nargs="*", help="message ids (show, retry)")
     dlq.add_argument("--all", action="store_true", help="retry every dead letter")
+    dlq.add_argument("--json", action="store_true", help="list as JSON lines, times in ms")
     dlq.set_defaults(handler=commands_.dlq)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ from worker.jsms.errors import ValidationError
 from worker.jsms.models import Image, validate_sign_id
 from worker.runtime import Runtime
 from worker.settings import Settings, SettingsError
+
+_STREAM_ID = re.compile(r"[0-9]{1,20}(-[0-9]{1,20})?")
 
 
 class CommandError(Exception):
@@ -144,8 +147,19 @@ def jobs_show(args: argparse.Namespace, settings: Settings) -> int:
     for key, value in record.to_dict().items():
         if value not in (None, [], False):
             shown = json.dumps(value, ensure_ascii=False) if isinstance(value, dict) else value
+            if key.endswith("_at") and isinstance(value, int):
+                shown = _iso(value)
             print(f"{key:12} {shown}")
     return 0
+
+
+def _iso(ms: int | None) -> str:
+    """A time in ms as people read it (ISO-8601, UTC); JSON output keeps the ms."""
+    if ms is None:
+        return "-"
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
 
 
 def jobs_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -358,6 +372,11 @@ def events_(args: argparse.Namespace, settings: Settings) -> int:
     rt = runtime(settings)
     stream = rt.store.keys.events()
     types, accounts = args.type or None, args.account or None
+    if args.since and not _STREAM_ID.fullmatch(args.since):
+        raise CommandError(
+            f"--since must be a stream id such as 1795776316441-0 (or 0 for the beginning), "
+            f"got {args.since!r}"
+        )
     if args.group:
         consumer = events.Consumer(
             rt.store.redis, stream, args.group, args.consumer, start=args.since or "0"
@@ -558,6 +577,12 @@ def dlq(args: argparse.Namespace, settings: Settings) -> int:
     try:
         if args.action == "list":
             for letter in letters.all():
+                if not args.json:
+                    print(
+                        f"{letter.id}  {_iso(letter.dead_at)}  {letter.queue}  {letter.actor}"
+                        f"  {json.dumps(letter.args, ensure_ascii=False)}"
+                    )
+                    continue
                 print(
                     json.dumps(
                         {

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from worker import events
@@ -41,6 +43,7 @@ STATES = (
 TERMINAL = frozenset({"approved", "rejected", "deleted", "failed", "cancelled"})
 MAX_KEY_CHARS = 200
 Enqueue = Callable[[Sequence[str]], None]
+ImageLike = Image | bytes | bytearray | str | os.PathLike[str]
 
 
 class JobError(ValueError):
@@ -171,13 +174,13 @@ class Jobs:
         account: str,
         sign: str,
         *,
-        images: Iterable[Image] = (),
+        images: Iterable[ImageLike] = (),
         type: int | None = None,
         remark: str | None = None,
         key: str | None = None,
     ) -> Submitted:
-        """Enqueue a new signature for audit."""
-        request = SignRequest(sign, tuple(images), type, remark)
+        """Enqueue a new signature for audit; images as ``Image``, bytes or file paths."""
+        request = SignRequest(sign, as_images(images), type, remark)
         return self.submit(JobSpec("create", account, request=request, key=key))
 
     def modify(
@@ -186,13 +189,13 @@ class Jobs:
         sign_id: int,
         sign: str,
         *,
-        images: Iterable[Image] = (),
+        images: Iterable[ImageLike] = (),
         type: int | None = None,
         remark: str | None = None,
         key: str | None = None,
     ) -> Submitted:
         """Enqueue a resubmission of a rejected signature."""
-        request = SignRequest(sign, tuple(images), type, remark)
+        request = SignRequest(sign, as_images(images), type, remark)
         return self.submit(JobSpec("modify", account, request=request, sign_id=sign_id, key=key))
 
     def delete(self, account: str, sign_id: int, *, key: str | None = None) -> Submitted:
@@ -484,6 +487,31 @@ def _event_counters() -> tuple[Any, Any]:
     """The accepted and parked event counters, looked up once (submission is a hot loop)."""
     counter = metrics().events
     return counter.labels("job.accepted"), counter.labels("job.parked")
+
+
+def as_images(values: Iterable[ImageLike]) -> tuple[Image, ...]:
+    """Producer images as ``Image``: bytes are named by position, a path is read; anything else
+    is a validation error naming the item."""
+    if isinstance(values, str | bytes | os.PathLike):
+        raise ValidationError("images", "must be a list of images, not a single one")
+    images = []
+    for index, value in enumerate(values):
+        if isinstance(value, Image):
+            images.append(value)
+        elif isinstance(value, bytes | bytearray):
+            images.append(Image(bytes(value), f"image{index}"))
+        elif isinstance(value, str | os.PathLike):
+            path = Path(value)
+            try:
+                images.append(Image(path.read_bytes(), path.stem))
+            except OSError as exc:
+                raise ValidationError("images", f"{path}: {exc.strerror or exc}") from None
+        else:
+            raise ValidationError(
+                "images",
+                f"item {index} must be an Image, bytes or a file path, got {type(value).__name__}",
+            )
+    return tuple(images)
 
 
 def retention_ms(days: float) -> int:

@@ -47,6 +47,8 @@ class Tracked:
     since: int
     status_at: int | None
     refuse_reason: str | None
+    # The account's default signature (newer API versions say so): cleanup never deletes it.
+    is_default: bool = False
 
     @classmethod
     def from_hash(cls, account: str, sign_id: int, data: dict[str, str]) -> Tracked:
@@ -61,6 +63,7 @@ class Tracked:
             since=int(float(data.get("since") or 0)),
             status_at=int(float(data["status_at"])) if data.get("status_at") else None,
             refuse_reason=data.get("refuse_reason") or None,
+            is_default=data.get("is_default") == "1",
         )
 
 
@@ -165,6 +168,7 @@ class Tracker:
             use_status=signature.use_status,
             reason=reason,
             templates=templates,
+            is_default=signature.is_default,
         )
 
     def observe_result(
@@ -204,9 +208,11 @@ class Tracker:
         use_status: int | None,
         reason: str | None,
         templates: dict[str, str],
+        is_default: bool | None = None,
     ) -> str:
         s = self.settings
         spec: dict[str, Any] = {
+            "is_default": is_default,
             "account": account,
             "sign_id": str(sign_id),  # never a Lua number: ids may exceed its precision
             "use_status": use_status,

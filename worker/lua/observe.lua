@@ -69,6 +69,9 @@ if rec.status ~= status then
   what = known and 'changed' or 'first'
 end
 if status == '2' and reason then redis.call('HSET', sk, 'refuse_reason', reason) end
+if s.is_default ~= nil and s.is_default ~= cjson.null then
+  redis.call('HSET', sk, 'is_default', s.is_default and '1' or '0')
+end
 local use = s.use_status
 if use == nil or use == cjson.null then use = rec.use_status else use = tostring(use) end
 if use and rec.use_status ~= use then
