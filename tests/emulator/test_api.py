@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -315,3 +316,49 @@ def test_a_stalled_create_times_the_client_out_and_does_nothing(
     assert admin.stats(account.app_key)["requests"] == {"create": {"fault_stall": 1}}
     create(http, "卡住")
     assert admin.stats(account.app_key)["signatures"] == 1
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("multipart/form-data", b"--x\r\nContent-Disposition: form-data\r\n\r\nv\r\n--x--\r\n"),
+        (
+            "multipart/form-data; boundary=x",
+            b"--x\r\nContent-Disposition: form-data\r\n\r\nv\r\n--x--\r\n",
+        ),
+    ],
+    ids=["no-boundary", "unnamed-part"],
+)
+def test_a_malformed_multipart_body_is_the_apis_json_50007(
+    http: httpx.Client, content_type: str, body: bytes
+) -> None:
+    """A body the multipart parser refuses (as the C# SDK's unnamed parts are) gets the API's
+    JSON error 50007, never a plain-text 400."""
+    response = http.post("/v1/sign", content=body, headers={"content-type": content_type})
+    assert response.headers["content-type"].startswith("application/json")
+    assert (response.status_code, error_code(response)) == (403, 50007)
+
+
+def test_media_types_are_case_insensitive(http: httpx.Client) -> None:
+    """Multipart/Form-Data is multipart/form-data."""
+    body = b'--b\r\nContent-Disposition: form-data; name="sign"\r\n\r\nABCD\r\n--b--\r\n'
+    response = http.post(
+        "/v1/sign", content=body, headers={"content-type": "Multipart/Form-Data; boundary=b"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["sign_id"] > 0
+
+
+def test_an_image_sent_as_a_text_field_is_refused(http: httpx.Client) -> None:
+    """image0 as a plain field, not a file: 50101, as the API answers."""
+    response = http.post("/v1/sign", files={"sign": (None, "图片"), "image0": (None, "notafile")})
+    assert (response.status_code, error_code(response)) == (403, 50101)
+
+
+def test_an_accounts_file_with_a_byte_order_mark_loads(tmp_path: Path) -> None:
+    """--accounts-file written by a spreadsheet (UTF-8 with BOM) reads as plain UTF-8."""
+    from worker.emulator.server import load_accounts  # noqa: PLC0415
+
+    path = tmp_path / "accounts.csv"
+    path.write_bytes("\ufeffapp_key,master_secret\nk1,s1\n".encode())
+    assert load_accounts(path) == [{"app_key": "k1", "master_secret": "s1"}]

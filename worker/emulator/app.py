@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -234,7 +235,9 @@ class Emulator:
         body = await request.body()
         if not body:
             raise ApiFault(50003)
-        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        # Media types are case-insensitive (RFC 9110): Multipart/Form-Data is multipart too.
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind != "multipart/form-data":
             raise ApiFault(50017)
         try:
             async with request.form(max_files=MAX_IMAGES * 2, max_fields=16) as form:
@@ -243,9 +246,16 @@ class Emulator:
                 raw_remark = _text(form.get("remark"))
                 uploads = [form.get(f"image{i}") for i in range(MAX_IMAGES)]
                 uploads += form.getlist("images")
+                # An empty slot is no image (the SDKs send one); text where a file belongs is.
+                if any(isinstance(u, str) and u for u in uploads):
+                    raise ApiFault(50101, "invalid image: an image must be sent as a file")
                 images = [await _read_upload(u) for u in uploads]
         except MultiPartException as exc:
             raise ApiFault(50007, f"invalid body: {exc.message}") from None
+        except HTTPException as exc:
+            # Starlette turns the parser's complaint (no boundary, an unnamed part) into an
+            # HTTP 400 of its own; the API answers its JSON error.
+            raise ApiFault(50007, f"invalid body: {exc.detail}") from None
         if sign is None:
             raise ApiFault(50007, "invalid body: sign is required")
         try:
