@@ -28,6 +28,7 @@ UNREACHABLE = "redis://:hunter2@127.0.0.1:1/0"
         ["jobs", "list"],
         ["submit", "query", "--account", "a", "--sign-id", "5"],
         ["events"],
+        ["demo", "--no-live", "--tenants", "1", "--signatures", "1"],
     ],
 )
 def test_an_unreachable_redis_is_one_line_naming_it(

@@ -15,7 +15,7 @@ from worker.jobs import JobError, JobRecord, Submitted
 from worker.jsms.errors import ValidationError
 from worker.jsms.models import Image, validate_sign_id
 from worker.runtime import Runtime
-from worker.settings import Settings, SettingsError
+from worker.settings import Settings, SettingsError, masked_url
 
 _STREAM_ID = re.compile(r"[0-9]{1,20}(-[0-9]{1,20})?")
 
@@ -540,6 +540,8 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
     from rich.table import Table  # noqa: PLC0415
 
     table = Table(title="signq status", show_header=False)
+    source = "SIGNQ_REDIS_URL" if settings.redis_explicit else "the default; set SIGNQ_REDIS_URL"
+    table.add_row("redis", f"{masked_url(settings.redis_url)} ({source}), prefix {settings.prefix}")
     for name, depths in state["queues"].items():
         table.add_row(f"queue {name}", ", ".join(f"{k} {v}" for k, v in depths.items()))
     jobs = {k: v for k, v in state["jobs"]["by_state"].items() if v}

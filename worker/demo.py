@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import dramatiq
+import redis
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn
@@ -33,7 +34,7 @@ from worker.emulator.server import ThreadedServer
 from worker.jobs import TERMINAL, JobSpec, Submitted
 from worker.jsms import Image, SignRequest
 from worker.runtime import Runtime
-from worker.settings import Settings
+from worker.settings import Settings, masked_url
 
 # A 1x1 PNG: the audit image of some of the demo's signatures.
 DEMO_PNG = bytes.fromhex(
@@ -82,6 +83,15 @@ class Outcome:
         return self.lost == 0 and self.unfinished == 0 and self.audit_pending_answers == 0
 
 
+def _ping(url: str) -> None:
+    """Raise redis-py's ConnectionError now if nothing answers at ``url``."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        client.ping()
+    finally:
+        client.close()
+
+
 def run(settings: Settings, options: DemoOptions, console: Console | None = None) -> Outcome:
     """Run the demo; returns its outcome (and prints the live view and the summary)."""
     console = console or Console()
@@ -91,7 +101,8 @@ def run(settings: Settings, options: DemoOptions, console: Console | None = None
         if options.fake_redis:
             fake = _fake_redis(console, "asked for with --fake-redis")
         elif settings.redis_explicit:
-            console.print(f"redis: {settings.redis_url} (SIGNQ_REDIS_URL)")
+            _ping(settings.redis_url)  # before any thread starts: one clear line if it is away
+            console.print(f"redis: {masked_url(settings.redis_url)} (SIGNQ_REDIS_URL)")
         else:
             try:
                 redis_server = stack.enter_context(
