@@ -17,7 +17,7 @@ from redis.exceptions import WatchError
 
 from worker import events, logs
 from worker.files import FileProblem, csv_rows
-from worker.jsms.client import Credentials, mask
+from worker.jsms.credentials import Credentials, mask
 from worker.store import Store, fields, texts
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")

@@ -330,9 +330,9 @@ def scheduler(args: argparse.Namespace, settings: Settings) -> int:
     if settings.metrics_port > 0:
         from prometheus_client import REGISTRY, start_http_server  # noqa: PLC0415
 
-        from worker.metrics import RedisState  # noqa: PLC0415
+        from worker.status import StateCollector  # noqa: PLC0415
 
-        REGISTRY.register(RedisState(rt))
+        REGISTRY.register(StateCollector(rt))
         start_http_server(settings.metrics_port, addr=settings.metrics_host)
     sched = rt.scheduler(args.node)
     structlog.get_logger("worker.scheduler").info("scheduler_started", node=sched.node)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import redis
 
-from worker.emulator.server import free_port
+from worker.net import free_port
 
 
 class EmbeddedRedisError(RuntimeError):

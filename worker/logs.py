@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 
-from worker.jsms.client import mask
+from worker.jsms.credentials import mask
 
 REDACTED = "[redacted]"
 _SECRET_KEYS = frozenset(

@@ -13,10 +13,7 @@ import os
 import shutil
 import tempfile
 import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from worker.settings import Settings
 
@@ -91,6 +88,11 @@ class Metrics:
             "signq_callback_results_total", "Audit callbacks by result.", ["result"]
         )
 
+    def count_events(self, types: list[str]) -> None:
+        """The store's hook: events one applied change published."""
+        for kind in types:
+            self.events.labels(kind).inc()
+
     def observe_api(self, operation: str, code: int | None, seconds: float) -> None:
         """The JSMS client's observer: one call per HTTP attempt."""
         self.api_requests.labels(operation, str(code) if code is not None else "none").inc()
@@ -110,67 +112,3 @@ def metrics() -> Metrics:
             if _metrics is None:
                 _metrics = Metrics()
     return _metrics
-
-
-class RedisState:
-    """A collector of gauges read from Redis at scrape time (served by the scheduler)."""
-
-    def __init__(self, runtime: Any) -> None:
-        self.runtime = runtime
-
-    def collect(self) -> Iterator[Any]:
-        """Queue depths, gates, parked jobs, tracked and due signatures, account states."""
-        from prometheus_client.core import GaugeMetricFamily  # noqa: PLC0415
-
-        from worker.status import collect  # noqa: PLC0415
-
-        started = time.perf_counter()
-        state = collect(self.runtime)
-        queue = GaugeMetricFamily(
-            "signq_queue_messages", "Messages by queue and kind.", labels=["queue", "kind"]
-        )
-        for name, depths in state["queues"].items():
-            for kind, value in depths.items():
-                queue.add_metric([name, kind], value)
-        yield queue
-        jobs = GaugeMetricFamily(
-            "signq_jobs", "Jobs by state (finished ones within retention).", labels=["state"]
-        )
-        for name, value in state["jobs"]["by_state"].items():
-            jobs.add_metric([name], value)
-        yield jobs
-        yield GaugeMetricFamily(
-            "signq_parked_jobs",
-            "Jobs waiting for their account's gate.",
-            value=state["parked_jobs"],
-        )
-        yield GaugeMetricFamily(
-            "signq_gates_held",
-            "Accounts with an audit pending or being sent.",
-            value=state["accounts"]["audit_pending"],
-        )
-        accounts = GaugeMetricFamily(
-            "signq_accounts", "Accounts by condition.", labels=["condition"]
-        )
-        accounts.add_metric(["total"], state["accounts"]["total"])
-        accounts.add_metric(["paused"], len(state["accounts"]["paused"]))
-        accounts.add_metric(["blocked"], len(state["accounts"]["blocked"]))
-        yield accounts
-        yield GaugeMetricFamily(
-            "signq_tracked_signatures", "Tracked signatures.", value=state["signatures"]["tracked"]
-        )
-        yield GaugeMetricFamily(
-            "signq_due_signatures",
-            "Tracked signatures due for a check.",
-            value=state["signatures"]["due"],
-        )
-        yield GaugeMetricFamily(
-            "signq_events_stream_length",
-            "Entries in the events stream.",
-            value=state["events"]["length"],
-        )
-        yield GaugeMetricFamily(
-            "signq_state_scrape_seconds",
-            "Time to read this state.",
-            value=time.perf_counter() - started,
-        )

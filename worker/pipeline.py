@@ -35,7 +35,8 @@ import structlog
 from worker import events
 from worker.accounts import AccountError, Accounts, SecretKeyError
 from worker.jobs import Enqueue, JobRecord, Jobs, retention_ms, submitted_change
-from worker.jsms.client import Credentials, JsmsClient
+from worker.jsms.client import JsmsClient
+from worker.jsms.credentials import Credentials
 from worker.jsms.errors import (
     AuditPending,
     AuthError,

@@ -46,6 +46,7 @@ class Runtime:
     ) -> Runtime:
         """Connect to Redis and wire the services (the client's pool opens lazily)."""
         store = Store(settings, redis_client)
+        store.on_published = metrics().count_events
         broker = broker or build_broker(settings)
         enqueue = Enqueuer(broker, store)
         accounts = Accounts(store, SecretBox(settings.secret_key))

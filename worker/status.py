@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from typing import Any
 
 from worker.broker import track_queue
@@ -93,3 +95,66 @@ def _by_status(runtime: Runtime) -> dict[str, int]:
             pipe.hget(keys.signature(account, sign_id), "status")
         for status in pipe.execute():
             counts[names.get(text(status), "unknown")] += 1
+
+
+class StateCollector:
+    """Prometheus gauges of what `signq status` shows, read from Redis at scrape time (the
+    scheduler serves them)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def collect(self) -> Iterator[Any]:
+        """Queue depths, gates, parked jobs, tracked and due signatures, account states."""
+        from prometheus_client.core import GaugeMetricFamily  # noqa: PLC0415
+
+        started = time.perf_counter()
+        state = collect(self.runtime)
+        queue = GaugeMetricFamily(
+            "signq_queue_messages", "Messages by queue and kind.", labels=["queue", "kind"]
+        )
+        for name, depths in state["queues"].items():
+            for kind, value in depths.items():
+                queue.add_metric([name, kind], value)
+        yield queue
+        jobs = GaugeMetricFamily(
+            "signq_jobs", "Jobs by state (finished ones within retention).", labels=["state"]
+        )
+        for name, value in state["jobs"]["by_state"].items():
+            jobs.add_metric([name], value)
+        yield jobs
+        yield GaugeMetricFamily(
+            "signq_parked_jobs",
+            "Jobs waiting for their account's gate.",
+            value=state["parked_jobs"],
+        )
+        yield GaugeMetricFamily(
+            "signq_gates_held",
+            "Accounts with an audit pending or being sent.",
+            value=state["accounts"]["audit_pending"],
+        )
+        accounts = GaugeMetricFamily(
+            "signq_accounts", "Accounts by condition.", labels=["condition"]
+        )
+        accounts.add_metric(["total"], state["accounts"]["total"])
+        accounts.add_metric(["paused"], len(state["accounts"]["paused"]))
+        accounts.add_metric(["blocked"], len(state["accounts"]["blocked"]))
+        yield accounts
+        yield GaugeMetricFamily(
+            "signq_tracked_signatures", "Tracked signatures.", value=state["signatures"]["tracked"]
+        )
+        yield GaugeMetricFamily(
+            "signq_due_signatures",
+            "Tracked signatures due for a check.",
+            value=state["signatures"]["due"],
+        )
+        yield GaugeMetricFamily(
+            "signq_events_stream_length",
+            "Entries in the events stream.",
+            value=state["events"]["length"],
+        )
+        yield GaugeMetricFamily(
+            "signq_state_scrape_seconds",
+            "Time to read this state.",
+            value=time.perf_counter() - started,
+        )

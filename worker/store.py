@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from typing import Any
@@ -16,7 +17,6 @@ from typing import Any
 import redis
 
 from worker.keys import Keys
-from worker.metrics import metrics
 from worker.settings import Settings
 
 
@@ -94,6 +94,9 @@ class Store:
     def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
         self.settings = settings
         self.keys = Keys(settings.prefix)
+        # Told the types of the events each applied change published (the runtime counts them
+        # in its metrics; the store itself knows nothing of metrics).
+        self.on_published: Callable[[list[str]], object] = lambda _types: None
         self.redis: redis.Redis = client or redis.Redis.from_url(
             settings.redis_url, decode_responses=True, health_check_interval=30
         )
@@ -139,10 +142,8 @@ class Store:
     def apply(self, change: Change) -> Applied:
         """Apply a change to a job atomically."""
         applied, previous, next_job = self.run("apply", change.to_json())
-        if int(applied):
-            counter = metrics().events
-            for event in change.events:
-                counter.labels(json.loads(event)["type"]).inc()
+        if int(applied) and change.events:
+            self.on_published([json.loads(event)["type"] for event in change.events])
         return Applied(bool(int(applied)), str(previous), str(next_job) or None)
 
     def repair(self, account: str) -> tuple[str, str | None]:

@@ -34,7 +34,7 @@ from starlette.types import Receive, Scope, Send
 from worker.emulator.faults import FaultRule, Faults, FaultSpecError
 from worker.emulator.world import Account, ApiFault, AuditRules, Sig, SignFields, World
 from worker.jsms.callback import SMS_SIGN, callback_signature
-from worker.jsms.client import Credentials
+from worker.jsms.credentials import Credentials
 from worker.jsms.errors import ValidationError
 from worker.jsms.models import (
     DEFAULT_MAX_IMAGE_BYTES,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import socket
 import threading
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from starlette.types import ASGIApp
 
 from worker.emulator.app import API_ROOT, Emulator
 from worker.files import read_text
+from worker.net import free_port
 
 if TYPE_CHECKING:
     from uvicorn._types import ASGIApplication
@@ -141,14 +141,6 @@ class EmulatorAdmin:
             raise RuntimeError(f"emulator admin {response.status_code}: {response.text}")
         body: dict[str, Any] = response.json()
         return body
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def load_accounts(path: Path) -> list[dict[str, Any]]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from worker.jsms.client import Credentials, JsmsClient, RetryPolicy, Timeouts
+from worker.jsms.client import JsmsClient, RetryPolicy, Timeouts
+from worker.jsms.credentials import Credentials
 from worker.jsms.errors import Disposition, JsmsError, OutcomeUnknown, ValidationError
 from worker.jsms.models import Image, Signature, SignRequest, Status
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from worker.jsms.client import Credentials
+from worker.jsms.credentials import Credentials
 from worker.jsms.errors import JsmsError
 from worker.jsms.models import Status
 

@@ -12,16 +12,17 @@ import json
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import certifi
 import httpx
 import structlog
 import tenacity
 
+from worker.jsms.credentials import Credentials
 from worker.jsms.errors import (
     InvalidSignId,
     JsmsError,
@@ -40,33 +41,45 @@ from worker.jsms.models import (
     validate_request,
     validate_sign_id,
 )
-from worker.settings import Settings
 
 log = structlog.get_logger(__name__)
+
+
+class ClientSettings(Protocol):
+    """What the client reads from signq's settings (the boundary does not import them)."""
+
+    @property
+    def api_url(self) -> str: ...
+
+    @property
+    def connect_timeout(self) -> float: ...
+
+    @property
+    def read_timeout(self) -> float: ...
+
+    @property
+    def client_max_attempts(self) -> int: ...
+
+    @property
+    def client_max_retry_seconds(self) -> float: ...
+
+    @property
+    def client_backoff_initial(self) -> float: ...
+
+    @property
+    def client_backoff_max(self) -> float: ...
+
+    @property
+    def ca_bundle(self) -> str | None: ...
+
+    @property
+    def max_image_bytes(self) -> int: ...
+
+
 T = TypeVar("T")
 EFFECTFUL = frozenset({"create", "modify"})
 Observer = Callable[[str, int | None, float], None]
 """Called after each HTTP attempt with (operation, JSMS code or None, seconds)."""
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """One tenant's app key and master secret; the secret never shows in a repr."""
-
-    app_key: str
-    master_secret: str = field(repr=False)
-
-    @property
-    def masked_key(self) -> str:
-        """The app key as logs may show it."""
-        return mask(self.app_key)
-
-
-def mask(app_key: str) -> str:
-    """First and last four characters of an app key, the rest hidden."""
-    if len(app_key) <= 8:
-        return "*" * len(app_key)
-    return f"{app_key[:4]}…{app_key[-4:]}"
 
 
 @dataclass(frozen=True)
@@ -131,7 +144,7 @@ class JsmsClient:
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings, **overrides: Any) -> JsmsClient:
+    def from_settings(cls, settings: ClientSettings, **overrides: Any) -> JsmsClient:
         """The client the settings describe; keyword overrides win (tests, benchmarks)."""
         options: dict[str, Any] = {
             "timeouts": Timeouts(connect=settings.connect_timeout, read=settings.read_timeout),

@@ -1,0 +1,112 @@
+"""The package's layers run one way: an ast pass over worker/ keeps them so (imports inside
+functions counted)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "worker"
+
+
+def imports() -> dict[str, set[str]]:
+    """Every module of worker/ and the worker modules it imports, anywhere in its body."""
+    modules = {}
+    for path in PACKAGE.rglob("*.py"):
+        name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        modules[name.removesuffix(".__init__")] = path
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            found: list[str] = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                found = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            elif isinstance(node, ast.Import):
+                found = [a.name for a in node.names]
+            graph[name] |= {m for m in found if m in modules and m != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected groups of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in graph[node]:
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_cycle() -> None:
+    """No module of worker/ reaches itself through its imports."""
+    assert cycles(imports()) == []
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    """The check itself can fail."""
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["a", "b", "c"]]
+
+
+@pytest.mark.parametrize(
+    ("module", "allowed"),
+    [
+        # The third-party boundary stands alone, so it can be swapped or faked.
+        ("worker.jsms", ("worker.jsms",)),
+        # The emulator speaks the API's language and nothing of signq's core.
+        ("worker.emulator", ("worker.emulator", "worker.jsms", "worker.files", "worker.net")),
+        # Leaves every layer may use.
+        ("worker.net", ()),
+        ("worker.files", ()),
+        ("worker.keys", ()),
+        ("worker.settings", ()),
+        ("worker.logs", ("worker.jsms.credentials",)),
+        ("worker.store", ("worker.keys", "worker.settings")),
+        ("worker.embedded_redis", ("worker.net", "worker.settings")),
+    ],
+)
+def test_a_layer_imports_only_what_is_below_it(module: str, allowed: tuple[str, ...]) -> None:
+    """Each layer's imports stay inside what the data flow allows."""
+    graph = imports()
+    for name, targets in graph.items():
+        if name != module and not name.startswith(module + "."):
+            continue
+        wrong = {
+            t
+            for t in targets
+            if not any(t == a or t.startswith(a + ".") for a in (module, *allowed))
+            and t != "worker"
+        }
+        assert not wrong, f"{name} imports {sorted(wrong)}"
+
+
+def test_the_core_never_imports_the_command_line() -> None:
+    """Wording for people lives in the CLI: no core module imports it."""
+    people = {"worker.cli", "worker.commands", "worker.demo", "worker.__main__"}
+    for name, targets in imports().items():
+        if name in people:
+            continue
+        assert not targets & people, f"{name} imports {sorted(targets & people)}"
