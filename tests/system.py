@@ -116,7 +116,7 @@ def build_system(emulator_server: EmulatorServer, admin: EmulatorAdmin, **overri
         settings, retry=FAST_RETRY, timeouts=Timeouts(connect=2.0, read=2.0), sleep=lambda _s: None
     )
     runtime = Runtime.build(settings, client=client)
-    runtime.pipeline.sleep, runtime.pipeline.clock = system_clock.sleep, system_clock
+    runtime.pipeline.to.sleep, runtime.pipeline.to.clock = system_clock.sleep, system_clock
     system = System(runtime, admin, clock=system_clock)
 
     def record(job_ids: Sequence[str]) -> None:
@@ -125,7 +125,7 @@ def build_system(emulator_server: EmulatorServer, admin: EmulatorAdmin, **overri
 
     runtime.enqueue = record  # type: ignore[assignment]
     runtime.jobs.enqueue = record
-    runtime.pipeline.enqueue = record
+    runtime.pipeline.to.enqueue = record
     runtime.reaper.enqueue = record
     runtime.tracker.enqueue = record
     return system

@@ -316,6 +316,9 @@ class _CountingMetrics:
     def observe_api(self, operation: str, code: int | None, seconds: float) -> None:
         """Nothing to count here."""
 
+    def count_events(self, types: list[str]) -> None:
+        """Nor here."""
+
 
 def _attempt(system: System, reply: list[Any]) -> Any:
     """The Attempt a run would build from the start script's reply."""

@@ -22,19 +22,15 @@ from __future__ import annotations
 
 import json
 import random
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import redis
 import structlog
 
-from worker import events
 from worker.accounts import AccountError, Accounts, SecretKeyError
-from worker.jobs import Enqueue, JobRecord, Jobs, retention_ms, submitted_change
+from worker.jobs import Enqueue, JobRecord, Jobs
 from worker.jsms.client import JsmsClient
 from worker.jsms.credentials import Credentials
 from worker.jsms.errors import (
@@ -47,8 +43,10 @@ from worker.jsms.errors import (
     SignatureInUse,
 )
 from worker.jsms.models import Image, SignRequest, Status
+from worker.leases import Leases
 from worker.metrics import metrics
-from worker.store import Applied, Change, Store, text
+from worker.store import Store
+from worker.transitions import Transitions
 
 log = structlog.get_logger(__name__)
 _STATE_OF_STATUS = {
@@ -56,14 +54,8 @@ _STATE_OF_STATUS = {
     Status.APPROVED: "approved",
     Status.REJECTED: "rejected",
 }
-# States from which a submission the API accepted is still recorded: whatever a second run
-# (after a lost lease) or the uncertain path did meanwhile, a known sign id settles its job.
-_ACCEPTABLE_FROM = ["submitting", "queued", "parked", "unconfirmed"]
-# How long a run keeps trying to record an outcome while Redis does not answer.
-RECORD_PATIENCE_SECONDS = 600.0
 # Uncertain retries wait at most this long in the worker thread; longer waits are rescheduled.
 _SLEEP_IN_RUN_MAX = 2.0
-_REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 # A job whose secret this worker cannot open waits this long for a worker that can.
 KEY_MISSING_RETRY_MS = 60_000
 # Queried to learn whether the API answers at all: ids start far above this one.
@@ -76,50 +68,6 @@ class RetryLater(Exception):
     def __init__(self, reason: str, delay_ms: int) -> None:
         super().__init__(reason)
         self.delay_ms = delay_ms
-
-
-class Leases:
-    """Keeps the in-flight leases of this process's running jobs alive from one thread.
-
-    A job being executed holds a short lease in Redis; if its process dies, the lease runs out
-    and the reaper sends the job again. The lease is renewed while the job runs, however long
-    its API call takes.
-    """
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self._held: set[str] = set()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-
-    @contextmanager
-    def hold(self, job_id: str) -> Iterator[None]:
-        """Renew the job's lease until the block ends."""
-        with self._lock:
-            self._held.add(job_id)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._renew, name="signq-leases", daemon=True
-                )
-                self._thread.start()
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._held.discard(job_id)
-
-    def _renew(self) -> None:
-        lease_ms = int(self.store.settings.lease_seconds * 1000)
-        stop = threading.Event()
-        while not stop.wait(lease_ms / 3000):
-            with self._lock:
-                held = list(self._held)
-            if not held:
-                continue
-            try:
-                self.store.run("renew", lease_ms, *held)
-            except Exception:
-                log.warning("lease_renewal_failed", jobs=len(held), exc_info=True)
 
 
 @dataclass(frozen=True)
@@ -141,7 +89,8 @@ class Attempt:
 
 
 class Pipeline:
-    """Executes jobs; broker-free so tests drive it directly."""
+    """Executes jobs; broker-free so tests drive it directly. Each outcome below is one named
+    transition (``worker.transitions``)."""
 
     def __init__(
         self,
@@ -159,9 +108,7 @@ class Pipeline:
         self.accounts = accounts
         self.jobs = jobs
         self.client = client
-        self.enqueue = enqueue
-        self.sleep = sleep
-        self.clock = clock
+        self.to = Transitions(store, enqueue, sleep=sleep, clock=clock)
         self.leases = Leases(store)
         # Called with an account once one of its creates is unconfirmed: results pushed for it
         # before then are matched (the tracker's ``settle_unconfirmed``).
@@ -195,11 +142,17 @@ class Pipeline:
             try:
                 creds = self.accounts.credentials(job.account, app_key, stored_secret)
             except SecretKeyError as exc:
-                return self._key_missing(job, exc)
+                # This worker's key is wrong, not the tenant: the job waits for one that can.
+                log.error("secret_key_cannot_open_secret", error=str(exc))
+                error = {"code": None, "message": str(exc)}
+                self.to.rescheduled(
+                    job, error, KEY_MISSING_RETRY_MS, why="secret_key", uncertain=False
+                )
+                raise RetryLater(str(exc), KEY_MISSING_RETRY_MS) from None
             except AccountError as exc:
                 return self._pause(job, str(exc))
             attempt = Attempt(
-                job, creds, previous, int(clock), self.clock, self.clock(), probing == "1"
+                job, creds, previous, int(clock), self.to.clock, self.to.clock(), probing == "1"
             )
             return self._execute(attempt)
 
@@ -218,11 +171,11 @@ class Pipeline:
         job = attempt.job
         # A job found mid-submission was interrupted: its last attempt may have reached the API.
         uncertain = job.uncertain or attempt.previous == "submitting"
+        if uncertain and not job.uncertain:
+            self.to.uncertain(job, None)
         request = self._request(job)
         if request is None:
             return self._fail(job, None, "an audit image expired from Redis before submission")
-        if uncertain and not job.uncertain:
-            self._mark_uncertain(job, None)
         if attempt.probing and not uncertain:
             # After a create with no decisive answer, submit only to an API that answers at all:
             # a side-effect-free query first, so an API that hangs costs no job its certainty.
@@ -249,7 +202,7 @@ class Pipeline:
                 return self._accepted(attempt, answer)
             if isinstance(answer, OutcomeUnknown) and not uncertain:
                 uncertain, since = True, attempt.now_ms()
-                self._mark_uncertain(job, answer)
+                self.to.uncertain(job, answer)
                 log.warning("submission_outcome_unknown", error=str(answer))
             elif not self._undecided_by(attempt, answer, uncertain=uncertain):
                 return self._refused(attempt, answer, uncertain=uncertain)
@@ -260,7 +213,7 @@ class Pipeline:
                 return self._took_effect(attempt, _undecided(attempt))
             if delay > _SLEEP_IN_RUN_MAX:
                 return self._transient(attempt, answer, uncertain=True, delay_ms=int(delay * 1000))
-            self.sleep(delay)
+            self.to.sleep(delay)
 
     def _send(self, attempt: Attempt, request: SignRequest) -> int | JsmsError:
         """One submission: the sign id, or the error the API (or the way to it) answered."""
@@ -300,7 +253,9 @@ class Pipeline:
         if isinstance(exc, AuditPending):
             if uncertain:
                 return self._took_effect(attempt, "a retry answered 50103")
-            return self._blocked(job, exc)
+            self.to.blocked(job, exc)
+            log.warning("account_blocked_external")
+            return "blocked"
         if isinstance(exc, InvalidSignId) and uncertain and job.op == "modify":
             return self._modify_resolved(attempt, exc)
         if isinstance(exc, AuthError):
@@ -318,78 +273,27 @@ class Pipeline:
             images.append(Image(data, name))
         return SignRequest(job.sign or "", tuple(images), job.type, job.remark)
 
-    def _apply(self, change: Change, **context: object) -> Applied:
-        """Apply a change, waiting out a Redis that does not answer (a restart, a failover):
-        an outcome the API gave is never dropped for want of Redis. Bounded, and logged."""
-        deadline = self.clock() + RECORD_PATIENCE_SECONDS
-        pause = 0.1
-        while True:
-            try:
-                return self.store.apply(change)
-            except _REDIS_DOWN as exc:
-                if self.clock() + pause > deadline:
-                    log.error("outcome_not_recorded", to=change.to, error=str(exc), **context)
-                    raise
-                log.warning("outcome_record_waiting_for_redis", error=str(exc), **context)
-                self.sleep(pause)
-                pause = min(5.0, pause * 2)
-
     def _accepted(self, attempt: Attempt, sign_id: int) -> str:
         job = attempt.job
         log.info("submission_accepted_by_api", api_sign_id=sign_id)
-        change = submitted_change(job, sign_id, self.settings.poll_initial_seconds)
-        change.from_ = _ACCEPTABLE_FROM
-        change.unpark = True
-        change.proof = True
-        applied = self._apply(change, api_sign_id=sign_id)
+        applied = self.to.accepted(job, sign_id)
         if applied.applied:
             if applied.previous != "submitting":
                 log.warning("late_answer_adopted", api_sign_id=sign_id, was=applied.previous)
             log.info("signature_submitted", sign_id=sign_id)
             return "pending_audit"
-        # The job ended meanwhile (failed, cancelled, abandoned): the signature exists all the
-        # same, so it is tracked and its audit result published.
         log.error("late_answer_for_finished_job", api_sign_id=sign_id, state=applied.previous)
-        self._track_orphan(job, sign_id)
+        self.to.tracked_after_the_end(job, sign_id)
         return applied.previous or "missing"
-
-    def _track_orphan(self, job: JobRecord, sign_id: int) -> None:
-        redis_ = self.store.redis
-        key = self.store.keys.signature(job.account, sign_id)
-        pipe = redis_.pipeline(transaction=True)
-        pipe.hsetnx(key, "since", self.store.time_ms())
-        pipe.hsetnx(key, "sign", job.sign or "")
-        pipe.zadd(self.store.keys.due(), {f"{job.account}:{sign_id}": 0}, nx=True)
-        pipe.execute()
 
     def _took_effect(self, attempt: Attempt, why: str) -> str:
         job = attempt.job
         if job.op == "modify":
             return self._accepted(attempt, _need(job.sign_id))
-        error = {"code": 50103, "message": f"create outcome unknown: {why}"}
-        applied = self._apply(
-            Change(
-                id=job.id,
-                from_=["submitting"],
-                to="unconfirmed",
-                set={"error": json.dumps(error), "waiting_for": "sign_id"},
-                lease_clear=True,
-                # The account's next job goes on, probing: a 50103 then means this create's
-                # audit is pending, and the account waits blocked; a success, that it is over.
-                release=True,
-                probing=True,
-                events=[
-                    events.make(
-                        "job.unconfirmed", job.account, job_id=job.id, sign=job.sign, reason=why
-                    )
-                ],
-            )
-        )
+        applied = self.to.unconfirmed(job, why)
         if not applied.applied:
             return applied.previous
         log.warning("job_unconfirmed", why=why)
-        if applied.next_job:
-            self.enqueue([applied.next_job])
         self.on_unconfirmed(job.account)
         return "unconfirmed"
 
@@ -423,82 +327,8 @@ class Pipeline:
             return False
         return signature.status is Status.PENDING
 
-    def _mark_uncertain(self, job: JobRecord, exc: OutcomeUnknown | None) -> None:
-        """The job's last attempt may have reached the API: an error that says so, or (None) a
-        run found interrupted mid-submission."""
-        metrics().uncertain.labels(job.op).inc()
-        error = exc.to_dict() if exc else {"code": None, "message": "interrupted mid-submission"}
-        self._apply(
-            Change(
-                id=job.id,
-                from_=["submitting"],
-                set={"uncertain": "1", "error": json.dumps(error)},
-                stamp="uncertain_since",
-            )
-        )
-
-    def _blocked(self, job: JobRecord, exc: AuditPending) -> str:
-        s = self.settings
-        self._apply(
-            Change(
-                id=job.id,
-                from_=["submitting"],
-                to="parked",
-                set={"waiting_for": "external_audit", "error": json.dumps(exc.to_dict())},
-                lease_clear=True,
-                block={
-                    "event": events.make(
-                        "account.blocked_external", job.account, job_id=job.id, error=_error(exc)
-                    ),
-                    "initial_ms": int(s.probe_backoff_initial * 1000),
-                    "max_ms": int(s.probe_backoff_max * 1000),
-                },
-            )
-        )
-        log.warning("account_blocked_external")
-        return "blocked"
-
-    def _key_missing(self, job: JobRecord, exc: SecretKeyError) -> str:
-        """This worker cannot open the account's secret: its SIGNQ_SECRET_KEY is wrong. The
-        tenant is not at fault and is not paused; the job waits for a worker that can."""
-        log.error("secret_key_cannot_open_secret", error=str(exc))
-        self._apply(
-            Change(
-                id=job.id,
-                from_=["submitting"],
-                to="queued",
-                set={
-                    "waiting_for": "secret_key",
-                    "error": json.dumps({"code": None, "message": str(exc)}),
-                },
-                retry_in=KEY_MISSING_RETRY_MS,
-                lease_clear=True,
-            )
-        )
-        raise RetryLater(str(exc), KEY_MISSING_RETRY_MS)
-
     def _pause(self, job: JobRecord, reason: str, exc: JsmsError | None = None) -> str:
-        error = exc.to_dict() if exc else {"code": None, "message": reason}
-        self._apply(
-            Change(
-                id=job.id,
-                from_=["submitting"],
-                to="parked",
-                set={"waiting_for": "account_paused", "error": json.dumps(error)},
-                lease_clear=True,
-                wait=True,
-                pause={
-                    "reason": reason,
-                    "event": events.make(
-                        "account.paused",
-                        job.account,
-                        reason=reason,
-                        job_id=job.id,
-                        error=_error(exc) if exc else None,
-                    ),
-                },
-            )
-        )
+        self.to.paused(job, reason, exc)
         log.warning("account_paused", reason=reason)
         return "paused"
 
@@ -522,56 +352,12 @@ class Pipeline:
             delay = _backoff(
                 job.attempts, self.settings.retry_backoff_min, self.settings.retry_backoff_max
             )
-        self._apply(
-            Change(
-                id=job.id,
-                from_=["submitting"],
-                to="queued",
-                set={
-                    "waiting_for": "retry",
-                    "error": json.dumps(exc.to_dict()),
-                    "uncertain": "1" if uncertain else "",
-                },
-                stamp="first_failure_at",
-                retry_in=delay,
-                lease_clear=True,
-            )
-        )
-        metrics().retries.labels(job.op).inc()
+        self.to.rescheduled(job, exc.to_dict(), delay, why="retry", uncertain=uncertain)
         log.info("job_retry_scheduled", delay_ms=delay, error=str(exc))
         raise RetryLater(str(exc), delay)
 
     def _fail(self, job: JobRecord, exc: JsmsError | None, message: str | None = None) -> str:
-        error: dict[str, Any] = exc.to_dict() if exc else {"code": None}
-        if message:
-            error["message"] = message
-        applied = self._apply(
-            Change(
-                id=job.id,
-                from_=["submitting", "queued", "parked"],
-                to="failed",
-                set={"error": json.dumps(error), "waiting_for": ""},
-                lease_clear=True,
-                unpark=True,
-                release=job.gated,
-                terminal=retention_ms(self.settings.job_retention_days),
-                events=[
-                    events.make(
-                        "job.failed",
-                        job.account,
-                        job_id=job.id,
-                        op=job.op,
-                        sign=job.sign,
-                        sign_id=job.sign_id,
-                        error=_short(error),
-                    )
-                ],
-            )
-        )
-        metrics().jobs_finished.labels(job.op, "failed").inc()
-        log.warning("job_failed", error=error.get("message"))
-        if applied.next_job:
-            self.enqueue([applied.next_job])
+        self.to.failed(job, exc, message)
         return "failed"
 
     def give_up(self, job_id: str, reason: str) -> str:
@@ -605,28 +391,7 @@ class Pipeline:
             return self._fail(job, exc)
         except JsmsError as exc:
             return self._api_error(attempt, exc)
-        retention = retention_ms(self.settings.job_retention_days)
-        self._apply(
-            Change(
-                id=job.id,
-                from_=["submitting"],
-                to="deleted",
-                lease_clear=True,
-                untrack=sign_id,
-                terminal=retention,
-                events=[
-                    events.make(
-                        "signature.deleted",
-                        job.account,
-                        job_id=job.id,
-                        sign_id=sign_id,
-                        reason="deleted by job",
-                    )
-                ],
-            )
-        )
-        self._release_holder_of(job.account, sign_id, retention)
-        metrics().jobs_finished.labels(job.op, "deleted").inc()
+        self.to.deleted(job, sign_id)
         return "deleted"
 
     def _api_error(self, attempt: Attempt, exc: JsmsError) -> str:
@@ -638,44 +403,9 @@ class Pipeline:
         return self._fail(attempt.job, exc)
 
     def _skip(self, job: JobRecord, sign_id: int, why: str) -> str:
-        """Cleanup leaves this signature alone, says why, and counts it as no failure."""
-        message = f"skipped by cleanup: {why}"
-        self._apply(
-            Change(
-                id=job.id,
-                from_=["submitting"],
-                to="cancelled",
-                lease_clear=True,
-                set={"error": json.dumps({"code": None, "message": message})},
-                terminal=retention_ms(self.settings.job_retention_days),
-            )
-        )
-        self.store.redis.hset(
-            self.store.keys.signature(job.account, sign_id), "cleanup_skipped", why
-        )
-        metrics().jobs_finished.labels(job.op, "skipped").inc()
+        self.to.skipped(job, sign_id, why)
         log.info("cleanup_skipped", why=why)
         return "skipped"
-
-    def _release_holder_of(self, account: str, sign_id: int, retention: int) -> None:
-        """A deleted signature's audit will never resolve: its job is over, its gate moves on."""
-        holder = text(self.store.redis.get(self.store.keys.gate(account)))
-        if not holder:
-            return
-        record = self.jobs.get(holder)
-        if record is None or record.sign_id != sign_id:
-            return
-        applied = self._apply(
-            Change(
-                id=record.id,
-                from_=["pending_audit", "unconfirmed"],
-                to="deleted",
-                release=True,
-                terminal=retention,
-            )
-        )
-        if applied.next_job:
-            self.enqueue([applied.next_job])
 
     def _query(self, attempt: Attempt) -> str:
         job = attempt.job
@@ -691,17 +421,7 @@ class Pipeline:
             "is_default": signature.is_default,
         }
         state = _STATE_OF_STATUS[signature.status]
-        self._apply(
-            Change(
-                id=job.id,
-                from_=["submitting"],
-                to=state,
-                lease_clear=True,
-                set={"result": json.dumps(result, ensure_ascii=False)},
-                terminal=retention_ms(self.settings.job_retention_days),
-            )
-        )
-        metrics().jobs_finished.labels(job.op, state).inc()
+        self.to.queried(job, state, result)
         return state
 
 
@@ -722,11 +442,3 @@ def _backoff(attempts: int, low: float, high: float) -> int:
     """Exponential back-off with full jitter, in ms."""
     ceiling = min(high, low * 2 ** max(0, attempts - 1))
     return int(1000 * random.uniform(low, max(low, ceiling)))  # noqa: S311 - jitter
-
-
-def _error(exc: JsmsError) -> dict[str, Any]:
-    return {"code": exc.code, "message": exc.message}
-
-
-def _short(error: dict[str, Any]) -> dict[str, Any]:
-    return {"code": error.get("code"), "message": error.get("message")}
