@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from worker.jobs import JobError, JobSpec, Submitted
+from worker.keys import parse_member
 from worker.runtime import Runtime
 from worker.settings import Settings
 from worker.store import fields, texts
@@ -67,14 +68,13 @@ class Cleanup:
             offset += len(members)
             pipe = redis.pipeline(transaction=False)
             for member in members:
-                account, _, sign_id = member.rpartition(":")
-                pipe.hgetall(self.keys.signature(account, sign_id))
+                pipe.hgetall(self.keys.signature(*parse_member(member)))
             for member, data in zip(members, pipe.execute(), strict=True):
-                account, _, sign_id = member.rpartition(":")
+                account, sign_id = parse_member(member)
                 record = fields(data)
                 if not record:
                     continue
-                tracked = Tracked.from_hash(account, int(sign_id), record)
+                tracked = Tracked.from_hash(account, sign_id, record)
                 if tracked.since <= cutoff and _eligible(tracked, policy):
                     chosen.append(tracked)
 

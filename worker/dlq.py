@@ -39,7 +39,8 @@ class DeadLetters:
         self.queues = (runtime.settings.queue, track_queue(runtime.settings))
 
     def _keys(self, queue: str) -> tuple[str, str]:
-        return f"{self.ns}:{queue}.XQ", f"{self.ns}:{queue}.XQ.msgs"
+        keys = self.runtime.store.keys
+        return keys.dramatiq_dead(queue), keys.dramatiq_dead_bodies(queue)
 
     def all(self) -> list[DeadLetter]:
         """Every dead letter, oldest first."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from dramatiq.common import dq_name, xq_name
+
 _TEMPLATES: dict[str, str] = {
     "accounts": "accounts",
     "account": "account:{0}",
@@ -37,6 +39,17 @@ _TEMPLATES: dict[str, str] = {
     "nonce": "callback:nonce:{0}:{1}",
     "cleanup": "cleanup:last",
 }
+
+
+def member(account: str, sign_id: int | str) -> str:
+    """A tracked signature's member in the due set: ``account:sign_id``."""
+    return f"{account}:{sign_id}"
+
+
+def parse_member(value: str) -> tuple[str, int]:
+    """The account and sign id of a due-set member (account names hold no colon)."""
+    account, _, sign_id = value.rpartition(":")
+    return account, int(sign_id)
 
 
 class Keys:
@@ -156,6 +169,22 @@ class Keys:
     def dramatiq_namespace(self) -> str:
         """Namespace of Dramatiq's own keys."""
         return f"{self.prefix}:dramatiq"
+
+    def dramatiq_queue(self, queue: str) -> str:
+        """List: a queue's ready messages, as Dramatiq's RedisBroker names it."""
+        return f"{self.dramatiq_namespace()}:{queue}"
+
+    def dramatiq_delayed(self, queue: str) -> str:
+        """List: a queue's delayed messages (Dramatiq's delay queue)."""
+        return self.dramatiq_queue(dq_name(queue))
+
+    def dramatiq_dead(self, queue: str) -> str:
+        """Sorted set: a queue's dead letters, by when they died."""
+        return self.dramatiq_queue(xq_name(queue))
+
+    def dramatiq_dead_bodies(self, queue: str) -> str:
+        """Hash: the bodies of a queue's dead letters."""
+        return f"{self.dramatiq_dead(queue)}.msgs"
 
     def lua(self) -> str:
         """Lua key builders mirroring the methods above, for the scripts (prefix in ``P``)."""

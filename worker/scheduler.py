@@ -26,18 +26,6 @@ from worker.tracker import Tracker
 log = structlog.get_logger(__name__)
 _REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
-"""
-_RESIGN = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
 
 @dataclass(frozen=True)
 class Tick:
@@ -70,17 +58,15 @@ class Scheduler:
         self.send = send
         self.node = node or f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
         self.ticks = 0
-        self._renew = store.redis.register_script(_RENEW)
-        self._resign = store.redis.register_script(_RESIGN)
 
     def lead(self) -> bool:
         """Take or renew the lease; True while this instance is the leader."""
         ttl = int(self.settings.leader_ttl_seconds * 1000)
-        return bool(self._renew(keys=[self.keys.leader()], args=[self.node, ttl]))
+        return bool(int(self.store.run("lead", self.node, ttl)))
 
     def resign(self) -> None:
         """Give the lease up at once (a clean shutdown), so a standby need not wait."""
-        self._resign(keys=[self.keys.leader()], args=[self.node])
+        self.store.run("resign", self.node)
 
     def tick(self) -> Tick:
         """One round of periodic work, if this instance leads."""

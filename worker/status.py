@@ -8,6 +8,7 @@ from typing import Any
 
 from worker.broker import track_queue
 from worker.jobs import STATES
+from worker.keys import parse_member
 from worker.runtime import Runtime
 from worker.store import fields, text, texts
 
@@ -16,14 +17,14 @@ PAGE = 5000
 
 def queue_depths(runtime: Runtime) -> dict[str, dict[str, int]]:
     """Ready, delayed and dead-lettered messages of each of signq's queues."""
-    ns = runtime.store.keys.dramatiq_namespace()
+    keys = runtime.store.keys
     r = runtime.store.redis
     depths = {}
     for queue in (runtime.settings.queue, track_queue(runtime.settings)):
         pipe = r.pipeline(transaction=False)
-        pipe.llen(f"{ns}:{queue}")
-        pipe.llen(f"{ns}:{queue}.DQ")
-        pipe.zcard(f"{ns}:{queue}.XQ")
+        pipe.llen(keys.dramatiq_queue(queue))
+        pipe.llen(keys.dramatiq_delayed(queue))
+        pipe.zcard(keys.dramatiq_dead(queue))
         ready, delayed, dead = pipe.execute()
         depths[queue] = {"ready": ready, "delayed": delayed, "dead_letters": dead}
     return depths
@@ -91,8 +92,7 @@ def _by_status(runtime: Runtime) -> dict[str, int]:
         offset += len(members)
         pipe = r.pipeline(transaction=False)
         for member in members:
-            account, _, sign_id = member.rpartition(":")
-            pipe.hget(keys.signature(account, sign_id), "status")
+            pipe.hget(keys.signature(*parse_member(member)), "status")
         for status in pipe.execute():
             counts[names.get(text(status), "unknown")] += 1
 

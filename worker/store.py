@@ -125,6 +125,8 @@ class Store:
                 "renew",
                 "reap",
                 "sent",
+                "lead",
+                "resign",
             )
         }
 

@@ -22,6 +22,7 @@ from worker.jobs import Enqueue, JobError, Jobs, retention_ms
 from worker.jsms.client import JsmsClient
 from worker.jsms.errors import AuthError, InvalidSignId, JsmsError
 from worker.jsms.models import Signature, validate_sign_id
+from worker.keys import member, parse_member
 from worker.metrics import metrics
 from worker.store import Store, fields, text, texts
 
@@ -90,7 +91,7 @@ class Tracker:
         for sign_id in ids:
             key = self.keys.signature(account, sign_id)
             pipe.hsetnx(key, "since", now)
-            pipe.zadd(self.keys.due(), {f"{account}:{sign_id}": now}, nx=True)
+            pipe.zadd(self.keys.due(), {member(account, sign_id): now}, nx=True)
         replies = pipe.execute()
         return sum(1 for n in range(len(ids)) if replies[n * 2])
 
@@ -118,8 +119,7 @@ class Tracker:
 
     def poll_one(self, member: str) -> str:
         """Query one signature at the API and apply what came back."""
-        account, _, raw_id = member.rpartition(":")
-        sign_id = int(raw_id)
+        account, sign_id = parse_member(member)
         s = self.settings
         reply = self.store.run(
             "poll", account, s.rate_limit, s.rate_burst, s.account_rate_limit, s.account_rate_burst
@@ -342,9 +342,8 @@ class Tracker:
     def _later(self, member: str, delay_ms: int) -> None:
         self.store.redis.zadd(self.keys.due(), {member: self.store.time_ms() + delay_ms}, xx=True)
 
-    def _forget(self, member: str) -> None:
-        account, _, sign_id = member.rpartition(":")
+    def _forget(self, due: str) -> None:
         pipe = self.store.redis.pipeline(transaction=False)
-        pipe.delete(self.keys.signature(account, sign_id))
-        pipe.zrem(self.keys.due(), member)
+        pipe.delete(self.keys.signature(*parse_member(due)))
+        pipe.zrem(self.keys.due(), due)
         pipe.execute()

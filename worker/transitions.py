@@ -19,6 +19,7 @@ import structlog
 from worker import events
 from worker.jobs import Enqueue, JobRecord, retention_ms, submitted_change
 from worker.jsms.errors import AuditPending, JsmsError
+from worker.keys import member
 from worker.metrics import metrics
 from worker.store import Applied, Change, Store, text
 
@@ -83,7 +84,7 @@ class Transitions:
         pipe = self.store.redis.pipeline(transaction=True)
         pipe.hsetnx(key, "since", self.store.time_ms())
         pipe.hsetnx(key, "sign", job.sign or "")
-        pipe.zadd(self.store.keys.due(), {f"{job.account}:{sign_id}": 0}, nx=True)
+        pipe.zadd(self.store.keys.due(), {member(job.account, sign_id): 0}, nx=True)
         pipe.execute()
 
     def unconfirmed(self, job: JobRecord, why: str) -> Applied:
