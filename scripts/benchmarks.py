@@ -40,8 +40,9 @@ from worker.emulator.server import EmulatorAdmin, ThreadedServer, free_port
 from worker.jobs import JobSpec
 from worker.jsms import Credentials, JsmsClient, SignRequest
 from worker.runtime import Runtime
-from worker.scheduler import Scheduler, Senders
+from worker.scheduler import Scheduler
 from worker.settings import Settings
+from worker.testing import InlineDispatcher
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG_HEADER = bytes.fromhex("89504e470d0a1a0a")
@@ -526,15 +527,9 @@ def tracking_scale(bench: Bench) -> None:
                 pipe.execute()
                 per_signature = (int(r.info("memory")["used_memory"]) - before_memory) / size
                 members = r.zrange(keys.due(), 0, due - 1)
-                send = rt.enqueue.send
+                # Polls go out as messages, as a real tick sends them; nothing else is sent.
                 scheduler = Scheduler(
-                    rt.store,
-                    rt.tracker,
-                    Senders(
-                        poll=lambda chunk, send=send: send("signq.poll", chunk),
-                        reap=lambda _full: None,
-                        cleanup=lambda: None,
-                    ),
+                    rt.store, rt.tracker, InlineDispatcher(run_poll=rt.dispatch.poll)
                 )
                 times, used = [], []
                 for _ in range(5):

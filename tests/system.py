@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +18,7 @@ from worker.emulator import EmulatorAdmin, EmulatorServer
 from worker.jsms import Credentials, JsmsClient, Timeouts
 from worker.runtime import Runtime
 from worker.settings import Settings
+from worker.testing import FakeClock, InlineDispatcher, RecordingDispatcher
 
 FAST = {
     "lease_seconds": 2.0,
@@ -32,23 +32,6 @@ FAST = {
     "tick_seconds": 0.1,
     "leader_ttl_seconds": 1.0,
 }
-
-
-class FakeClock:
-    """A monotonic clock that moves only when slept on: the pipeline's short waits cost a test
-    no real time, and the test reads every wait that was asked for."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        """Record the wait and let that much time pass."""
-        self.slept.append(seconds)
-        self.now += seconds
 
 
 @dataclass
@@ -109,26 +92,18 @@ class System:
 
 
 def build_system(emulator_server: EmulatorServer, admin: EmulatorAdmin, **overrides: Any) -> System:
-    """A system whose enqueue records job ids instead of sending messages (drive with drain)."""
+    """A system whose dispatcher records job ids instead of sending messages (drive it with
+    drain), and whose pipeline waits on a FakeClock."""
     settings = isolated_settings(emulator_server, **overrides)
     system_clock = FakeClock()
     client = JsmsClient.from_settings(
         settings, retry=FAST_RETRY, timeouts=Timeouts(connect=2.0, read=2.0), sleep=lambda _s: None
     )
-    runtime = Runtime.build(settings, client=client)
+    dispatcher = RecordingDispatcher()
+    runtime = Runtime.build(settings, client=client, dispatch=dispatcher)
+    dispatcher.store = runtime.store
     runtime.pipeline.to.sleep, runtime.pipeline.to.clock = system_clock.sleep, system_clock
-    system = System(runtime, admin, clock=system_clock)
-
-    def record(job_ids: Sequence[str]) -> None:
-        system.sent.extend(job_ids)
-        runtime.store.redis.zrem(runtime.store.keys.outbox(), *job_ids)
-
-    runtime.enqueue = record  # type: ignore[assignment]
-    runtime.jobs.enqueue = record
-    runtime.pipeline.to.enqueue = record
-    runtime.reaper.enqueue = record
-    runtime.tracker.enqueue = record
-    return system
+    return System(runtime, admin, sent=dispatcher.sent, clock=system_clock)
 
 
 def isolated_settings(emulator_server: EmulatorServer, **overrides: Any) -> Settings:
@@ -166,15 +141,6 @@ def dramatiq_system(
         delete_prefix(settings.redis_url, settings.prefix)
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
-    """Poll until the predicate holds (bounded in time)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
-
-
 def resolve(runtime: Runtime, job_id: str, status: Any, reason: str | None = None) -> bool:
     """Report a job's audit result as a callback does (the tracker's compare-and-set path);
     True when it changed something."""
@@ -209,8 +175,8 @@ class Resolver:
 
 
 def inline_scheduler(system: System, node: str | None = None) -> Any:
-    """A scheduler whose work runs inline in the test: polls, reaper, cleanup."""
-    from worker.scheduler import Scheduler, Senders  # noqa: PLC0415
+    """A scheduler whose work runs inline in the test: polls and the reaper."""
+    from worker.scheduler import Scheduler  # noqa: PLC0415
 
     rt = system.runtime
 
@@ -218,5 +184,5 @@ def inline_scheduler(system: System, node: str | None = None) -> Any:
         rt.reaper.tick(full=full)
         rt.store.redis.delete(rt.store.keys.reaping())
 
-    senders = Senders(poll=rt.tracker.poll, reap=reap, cleanup=lambda: None)
-    return Scheduler(rt.store, rt.tracker, senders, node)
+    dispatcher = InlineDispatcher(rt.store, run_poll=rt.tracker.poll, run_reap=reap)
+    return Scheduler(rt.store, rt.tracker, dispatcher, node)

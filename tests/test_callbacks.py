@@ -9,11 +9,12 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.system import System, wait_for
+from tests.system import System
 from worker.callbacks import build_app
 from worker.emulator.server import ThreadedServer
 from worker.jsms import SignRequest
 from worker.jsms.callback import callback_signature
+from worker.testing import wait_for
 
 
 @pytest.fixture

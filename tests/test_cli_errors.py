@@ -14,8 +14,9 @@ import pytest
 
 from worker import cli
 from worker.runtime import Runtime
-from worker.scheduler import Scheduler, Senders
+from worker.scheduler import Scheduler
 from worker.settings import Settings
+from worker.testing import RecordingDispatcher
 
 UNREACHABLE = "redis://:hunter2@127.0.0.1:1/0"
 
@@ -85,8 +86,7 @@ def test_the_scheduler_waits_out_a_redis_outage_with_one_warning(
     buffer = log_capture("INFO")
     settings = Settings.from_env().with_overrides(redis_url=UNREACHABLE, tick_seconds=0.05)
     rt = Runtime.build(settings)
-    senders = Senders(poll=lambda _m: None, reap=lambda _f: None, cleanup=lambda: None)
-    scheduler = Scheduler(rt.store, rt.tracker, senders, "n1")
+    scheduler = Scheduler(rt.store, rt.tracker, RecordingDispatcher(), "n1")
     stop = threading.Event()
     thread = threading.Thread(target=scheduler.run, args=(stop,))
     thread.start()

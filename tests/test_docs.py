@@ -9,8 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.system import System, wait_for
+from tests.system import System
 from worker.emulator.server import load_accounts
+from worker.testing import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 

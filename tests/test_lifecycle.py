@@ -6,8 +6,9 @@ import threading
 
 import pytest
 
-from tests.system import dramatiq_system, wait_for
+from tests.system import dramatiq_system
 from worker.emulator import EmulatorAdmin, EmulatorServer
+from worker.testing import wait_for
 
 pytestmark = pytest.mark.slow
 

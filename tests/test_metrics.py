@@ -14,11 +14,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import delete_prefix, new_credentials
-from tests.system import isolated_settings, wait_for
+from tests.system import isolated_settings
 from worker.broker import build_broker
 from worker.emulator import EmulatorAdmin, EmulatorServer
 from worker.emulator.server import free_port
 from worker.runtime import Runtime
+from worker.testing import wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -12,13 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.conftest import delete_prefix
-from tests.system import (
-    System,
-    dramatiq_system,
-    inline_scheduler,
-    isolated_settings,
-    wait_for,
-)
+from tests.system import System, dramatiq_system, inline_scheduler, isolated_settings
 from worker.broker import POLL, build_broker
 from worker.dlq import DeadLetters
 from worker.emulator import EmulatorAdmin, EmulatorServer
@@ -26,6 +20,7 @@ from worker.jobs import JobError
 from worker.jsms import SignRequest
 from worker.runtime import Runtime
 from worker.status import collect
+from worker.testing import wait_for
 
 
 def signq(prefix: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -85,7 +80,7 @@ def test_dead_letters_list_show_retry_and_purge(
     sends it again (it fails again, here), purge empties the queue."""
     with dramatiq_system(emulator_server, admin, threads=2) as system:
         prefix = system.settings.prefix
-        system.runtime.enqueue.send(POLL, ["not-a-member"])
+        system.runtime.dispatch.poll(["not-a-member"])
         letters = DeadLetters(system.runtime)
         wait_for(lambda: len(letters.all()) == 1, what="a dead letter")
         (letter,) = letters.all()

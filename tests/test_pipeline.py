@@ -138,7 +138,7 @@ def test_auth_failure_pauses_the_account_and_its_jobs_wait(system: System) -> No
     assert system.state(unaffected) == "pending_audit"
     fixed = _emulator_secret(system, app_key)
     system.runtime.accounts.add(account, app_key, fixed, replace=True)
-    system.runtime.enqueue(system.runtime.accounts.resume(account))
+    system.runtime.dispatch.jobs(system.runtime.accounts.resume(account))
     outcomes = system.drain()
     assert sorted(outcomes) == ["failed", "pending_audit"]  # the query's sign id is unknown
     assert system.state(first) == "pending_audit"

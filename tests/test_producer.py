@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import delete_prefix
 from tests.helpers import PNG, png
 from tests.system import System, isolated_settings
-from worker.broker import Enqueuer, build_broker
+from worker.broker import BrokerDispatcher, build_broker
 from worker.emulator import EmulatorAdmin, EmulatorServer
 from worker.jobs import JobError, JobSpec
 from worker.jsms import Image, ValidationError
@@ -135,7 +135,7 @@ def test_the_message_carries_only_the_job_id(
     try:
         runtime.accounts.add("acme", "7d431e42dfa6a6d693ac2d04", "the-master-secret-1")
         job = runtime.jobs.create("acme", "消息")
-        assert isinstance(runtime.enqueue, Enqueuer)
+        assert isinstance(runtime.dispatch, BrokerDispatcher)
         namespace = runtime.store.keys.dramatiq_namespace()
         messages = runtime.store.redis.hvals(f"{namespace}:{settings.queue}.msgs")
         (message,) = [json.loads(m) for m in messages]

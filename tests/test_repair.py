@@ -113,15 +113,14 @@ def test_a_reaper_killed_before_sending_loses_no_expired_lease(system: System) -
     system.sent.clear()
     system.runtime.store.run("start", job, 0, 0, 1, 0, 1)
     reaper = system.runtime.reaper
-    real = reaper.enqueue
 
     def die(_ids: Sequence[str]) -> None:
         raise ConnectionError("reaper killed here")
 
-    reaper.enqueue = die
-    with pytest.raises(ConnectionError):
-        reaper.tick()
-    reaper.enqueue = real
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(system.runtime.dispatch, "jobs", die)
+        with pytest.raises(ConnectionError):
+            reaper.tick()
     store = system.runtime.store
     assert store.redis.zscore(store.keys.inflight(), job) is None
     assert outbox_due(system, job) is not None
@@ -140,11 +139,14 @@ def test_a_reaper_killed_before_sending_loses_no_probe(system: System) -> None:
     store = system.runtime.store
     store.redis.zadd(store.keys.probes(), {account: 0})
     reaper = system.runtime.reaper
-    real = reaper.enqueue
-    reaper.enqueue = lambda _ids: (_ for _ in ()).throw(ConnectionError("killed"))
-    with pytest.raises(ConnectionError):
-        reaper.tick()
-    reaper.enqueue = real
+
+    def die(_ids: Sequence[str]) -> None:
+        raise ConnectionError("killed")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(system.runtime.dispatch, "jobs", die)
+        with pytest.raises(ConnectionError):
+            reaper.tick()
     assert store.redis.zscore(store.keys.probes(), account) is None
     assert outbox_due(system, job) is not None
     system.admin.force(outside, status=1)

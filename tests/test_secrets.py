@@ -7,8 +7,9 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.system import dramatiq_system, wait_for
+from tests.system import dramatiq_system
 from worker.emulator import EmulatorAdmin, EmulatorServer
+from worker.testing import wait_for
 
 
 @pytest.mark.slow

@@ -212,14 +212,12 @@ def test_a_tick_reads_only_what_is_due(system: System) -> None:
         pipe.zadd(keys.due(), {f"acct:{n}": later for n in range(start, start + 10_000)})
     pipe.execute()
     r.zadd(keys.due(), {f"acct:due{n}": 0 for n in range(20)})
-    sent: list[list[str]] = []
-    from worker.scheduler import Scheduler, Senders  # noqa: PLC0415
+    from worker.scheduler import Scheduler  # noqa: PLC0415
+    from worker.testing import RecordingDispatcher  # noqa: PLC0415
 
-    scheduler = Scheduler(
-        system.runtime.store,
-        system.runtime.tracker,
-        Senders(poll=sent.append, reap=lambda _f: None, cleanup=lambda: None),
-    )
+    dispatcher = RecordingDispatcher()
+    sent = dispatcher.polls
+    scheduler = Scheduler(system.runtime.store, system.runtime.tracker, dispatcher)
     before = _calls(r)
     tick = scheduler.tick()
     used = _calls(r) - before
@@ -236,7 +234,8 @@ def _calls(client: redis.Redis) -> int:
 def test_a_failing_tick_does_not_stop_the_scheduler(system: System) -> None:
     """A tick that raises (Redis away, a bad sender) is logged; the loop ticks on, and resigns
     its lease when stopped."""
-    from worker.scheduler import Scheduler, Senders  # noqa: PLC0415
+    from worker.scheduler import Scheduler  # noqa: PLC0415
+    from worker.testing import InlineDispatcher  # noqa: PLC0415
 
     attempts: list[int] = []
 
@@ -247,7 +246,7 @@ def test_a_failing_tick_does_not_stop_the_scheduler(system: System) -> None:
     scheduler = Scheduler(
         system.runtime.store,
         system.runtime.tracker,
-        Senders(poll=failing_poll, reap=lambda _full: None, cleanup=lambda: None),
+        InlineDispatcher(run_poll=failing_poll),
         "flaky",
     )
     keys = system.runtime.store.keys

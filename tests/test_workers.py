@@ -12,11 +12,12 @@ from collections.abc import Sequence
 import pytest
 
 from tests.conftest import delete_prefix
-from tests.system import Resolver, dramatiq_system, isolated_settings, resolve, wait_for
+from tests.system import Resolver, dramatiq_system, isolated_settings, resolve
 from worker.broker import build_broker
 from worker.emulator import EmulatorAdmin, EmulatorServer
 from worker.jsms.models import Status
 from worker.runtime import Runtime
+from worker.testing import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -58,15 +59,14 @@ def test_a_crash_between_the_script_and_the_enqueue_loses_nothing(
     sends it, and the job runs."""
     with dramatiq_system(emulator_server, admin) as system:
         account = system.tenant()
-        real = system.runtime.jobs.enqueue
 
         def die(_ids: Sequence[str]) -> None:
             raise ConnectionError("process killed here")
 
-        system.runtime.jobs.enqueue = die
-        with pytest.raises(ConnectionError):
-            system.runtime.jobs.create(account, "没发出去")
-        system.runtime.jobs.enqueue = real
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(system.runtime.dispatch, "jobs", die)
+            with pytest.raises(ConnectionError):
+                system.runtime.jobs.create(account, "没发出去")
         (record,) = system.runtime.jobs.find(account=account)
         assert record.state == "queued"
         time.sleep(system.settings.outbox_grace_seconds)
@@ -85,11 +85,10 @@ def test_a_crash_after_the_hand_off_before_the_enqueue_loses_nothing(
         second = system.runtime.jobs.create(account, "第二").job_id
         wait_for(lambda: system.state(first) == "pending_audit")
         admin.force(system.runtime.jobs.require(first).sign_id or 0, status=1)
-        tracker = system.runtime.tracker
-        real = tracker.enqueue
-        tracker.enqueue = lambda _ids: None  # the process dies before sending
-        assert resolve(system.runtime, first, Status.APPROVED)
-        tracker.enqueue = real
+        with pytest.MonkeyPatch.context() as patch:
+            # The process dies before sending.
+            patch.setattr(system.runtime.dispatch, "jobs", lambda _ids: None)
+            assert resolve(system.runtime, first, Status.APPROVED)
         assert system.state(second) == "queued"
         time.sleep(system.settings.outbox_grace_seconds)
         system.runtime.reaper.tick()

@@ -1,4 +1,4 @@
-"""The Dramatiq broker, built from Settings in one place, and job message sending."""
+"""The Dramatiq broker, built from Settings in one place, and the dispatcher that sends on it."""
 
 from __future__ import annotations
 
@@ -46,15 +46,17 @@ def build_broker(settings: Settings, client: Redis | None = None) -> RedisBroker
     return broker
 
 
-class Enqueuer:
-    """Sends a job's message, then moves the job's outbox entry to its redelivery deadline."""
+class BrokerDispatcher:
+    """The Dramatiq broker as signq's dispatcher: a job's message is sent, then the job's
+    outbox entry moves to its redelivery deadline; polls, the reaper and the cleanup travel on
+    the tracking queue."""
 
     def __init__(self, broker: RedisBroker, store: Store) -> None:
         self.broker = broker
         self.store = store
         self.queue = store.settings.queue
 
-    def __call__(self, job_ids: Sequence[str]) -> None:
+    def jobs(self, job_ids: Sequence[str]) -> None:
         """Send one message per job id. The outbox keeps each job until its run starts, so a
         message lost with a worker's memory is sent again (``SIGNQ_REDELIVER_SECONDS``)."""
         if not job_ids:
@@ -63,6 +65,18 @@ class Enqueuer:
             self.send(RUN_JOB, job_id, queue=self.queue)
         redeliver = int(self.store.settings.redeliver_seconds * 1000)
         self.store.run("sent", redeliver, *job_ids)
+
+    def poll(self, members: list[str]) -> None:
+        """A chunk of due signatures for a worker to poll."""
+        self.send(POLL, members)
+
+    def reap(self, full: bool) -> None:
+        """One reaper pass for a worker to run."""
+        self.send(REAP, full)
+
+    def cleanup(self) -> None:
+        """The periodic cleanup for a worker to run."""
+        self.send(CLEANUP)
 
     def send(self, actor: str, *args: object, queue: str | None = None) -> None:
         """Send one message to an actor by name (the tracking queue unless told otherwise)."""

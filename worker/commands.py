@@ -107,7 +107,7 @@ def accounts_resume(args: argparse.Namespace, settings: Settings) -> int:
         queued = rt.accounts.resume(args.name)
     except AccountError as exc:
         raise CommandError(str(exc)) from None
-    rt.enqueue(queued)
+    rt.dispatch.jobs(queued)
     print(f"account {args.name} resumed; {len(queued)} waiting job(s) re-queued")
     return 0
 

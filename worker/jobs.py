@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -21,6 +21,7 @@ from typing import Any
 
 from worker import events
 from worker.accounts import Accounts
+from worker.dispatch import Dispatcher
 from worker.jsms.errors import ValidationError
 from worker.jsms.models import Image, SignRequest, validate_request, validate_sign_id
 from worker.metrics import metrics
@@ -42,7 +43,6 @@ STATES = (
 )
 TERMINAL = frozenset({"approved", "rejected", "deleted", "failed", "cancelled"})
 MAX_KEY_CHARS = 200
-Enqueue = Callable[[Sequence[str]], None]
 ImageLike = Image | bytes | bytearray | str | os.PathLike[str]
 
 
@@ -162,12 +162,12 @@ class JobRecord:
 class Jobs:
     """The producer API and job administration."""
 
-    def __init__(self, store: Store, accounts: Accounts, enqueue: Enqueue) -> None:
+    def __init__(self, store: Store, accounts: Accounts, dispatch: Dispatcher) -> None:
         self.store = store
         self.keys = store.keys
         self.settings = store.settings
         self.accounts = accounts
-        self.enqueue = enqueue
+        self.dispatch = dispatch
 
     def create(
         self,
@@ -253,7 +253,7 @@ class Jobs:
             outcome, value = next(replies)
             results.append(self._answer(spec, payload, str(outcome), str(value), to_send))
         if to_send:
-            self.enqueue(to_send)
+            self.dispatch.jobs(to_send)
         return results
 
     def _answer(
@@ -411,7 +411,7 @@ class Jobs:
                 f"job {job_id} is {before or 'unknown'}; only a failed or cancelled job is retried"
             )
         if state == "queued":
-            self.enqueue([job_id])
+            self.dispatch.jobs([job_id])
         return state
 
     def confirm(self, job_id: str, sign_id: int, *, by: str = "operator") -> None:
@@ -446,7 +446,7 @@ class Jobs:
         if not applied.applied:
             raise JobError(f"job {job_id} changed meanwhile (now {applied.previous}); look again")
         if applied.next_job:
-            self.enqueue([applied.next_job])
+            self.dispatch.jobs([applied.next_job])
 
 
 def submitted_change(record: JobRecord, sign_id: int, first_poll_seconds: float) -> Change:

@@ -30,7 +30,8 @@ from typing import Any
 import structlog
 
 from worker.accounts import AccountError, Accounts, SecretKeyError
-from worker.jobs import Enqueue, JobRecord, Jobs
+from worker.dispatch import Dispatcher
+from worker.jobs import JobRecord, Jobs
 from worker.jsms.client import JsmsClient
 from worker.jsms.credentials import Credentials
 from worker.jsms.errors import (
@@ -98,7 +99,7 @@ class Pipeline:
         accounts: Accounts,
         jobs: Jobs,
         client: JsmsClient,
-        enqueue: Enqueue,
+        dispatch: Dispatcher,
         *,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -108,7 +109,7 @@ class Pipeline:
         self.accounts = accounts
         self.jobs = jobs
         self.client = client
-        self.to = Transitions(store, enqueue, sleep=sleep, clock=clock)
+        self.to = Transitions(store, dispatch, sleep=sleep, clock=clock)
         self.leases = Leases(store)
         # Called with an account once one of its creates is unconfirmed: results pushed for it
         # before then are matched (the tracker's ``settle_unconfirmed``).

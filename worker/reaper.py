@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from worker.jobs import TERMINAL, Enqueue, retention_ms
+from worker.dispatch import Dispatcher
+from worker.jobs import TERMINAL, retention_ms
 from worker.store import Store, texts
 
 log = structlog.get_logger(__name__)
@@ -40,11 +41,11 @@ class Repairs:
 class Reaper:
     """One pass over everything that may need repair."""
 
-    def __init__(self, store: Store, enqueue: Enqueue) -> None:
+    def __init__(self, store: Store, dispatch: Dispatcher) -> None:
         self.store = store
         self.keys = store.keys
         self.settings = store.settings
-        self.enqueue = enqueue
+        self.dispatch = dispatch
         # Matches results kept for unknown sign ids to unconfirmed creates again (the
         # tracker's ``settle_kept``): a match that failed once is tried on every full pass.
         self.settle_kept: Callable[[], object] = lambda: None
@@ -62,7 +63,7 @@ class Reaper:
             due = list(dict.fromkeys([*due, *handed]))
         repairs.resent = len(due)
         if due:
-            self.enqueue(due)
+            self.dispatch.jobs(due)
             log.info("reaper_repaired", **{k: v for k, v in vars(repairs).items() if v})
         repairs.jobs = due
         return repairs

@@ -8,13 +8,14 @@ from dramatiq.brokers.redis import RedisBroker
 from redis import Redis
 
 from worker.accounts import Accounts, SecretBox
-from worker.broker import Enqueuer, build_broker
+from worker.broker import BrokerDispatcher, build_broker
+from worker.dispatch import Dispatcher
 from worker.jobs import Jobs
 from worker.jsms.client import JsmsClient
 from worker.metrics import metrics
 from worker.pipeline import Pipeline
 from worker.reaper import Reaper
-from worker.scheduler import Scheduler, Senders
+from worker.scheduler import Scheduler
 from worker.settings import Settings
 from worker.store import Store
 from worker.tracker import Tracker
@@ -33,7 +34,7 @@ class Runtime:
     pipeline: Pipeline
     reaper: Reaper
     tracker: Tracker
-    enqueue: Enqueuer
+    dispatch: Dispatcher
 
     @classmethod
     def build(
@@ -43,21 +44,22 @@ class Runtime:
         broker: RedisBroker | None = None,
         client: JsmsClient | None = None,
         redis_client: Redis | None = None,
+        dispatch: Dispatcher | None = None,
     ) -> Runtime:
         """Connect to Redis and wire the services (the client's pool opens lazily)."""
         store = Store(settings, redis_client)
         store.on_published = metrics().count_events
         broker = broker or build_broker(settings)
-        enqueue = Enqueuer(broker, store)
+        dispatch = dispatch or BrokerDispatcher(broker, store)
         accounts = Accounts(store, SecretBox(settings.secret_key))
-        jobs = Jobs(store, accounts, enqueue)
+        jobs = Jobs(store, accounts, dispatch)
         client = client or JsmsClient.from_settings(settings)
         if client.observer is None:
             client.observer = metrics().observe_api
-        pipeline = Pipeline(store, accounts, jobs, client, enqueue)
-        tracker = Tracker(store, accounts, jobs, client, enqueue)
+        pipeline = Pipeline(store, accounts, jobs, client, dispatch)
+        tracker = Tracker(store, accounts, jobs, client, dispatch)
         pipeline.on_unconfirmed = tracker.settle_unconfirmed
-        reaper = Reaper(store, enqueue)
+        reaper = Reaper(store, dispatch)
         reaper.settle_kept = tracker.settle_kept
         return cls(
             settings=settings,
@@ -69,20 +71,12 @@ class Runtime:
             pipeline=pipeline,
             reaper=reaper,
             tracker=tracker,
-            enqueue=enqueue,
+            dispatch=dispatch,
         )
 
     def scheduler(self, node: str | None = None) -> Scheduler:
-        """A scheduler that sends its work as messages through this runtime's broker."""
-        from worker.broker import CLEANUP, POLL, REAP  # noqa: PLC0415
-
-        send = self.enqueue.send
-        senders = Senders(
-            poll=lambda members: send(POLL, members),
-            reap=lambda full: send(REAP, full),
-            cleanup=lambda: send(CLEANUP),
-        )
-        return Scheduler(self.store, self.tracker, senders, node)
+        """A scheduler that sends its work through this runtime's dispatcher."""
+        return Scheduler(self.store, self.tracker, self.dispatch, node)
 
     def close(self) -> None:
         """Close connections."""

@@ -14,12 +14,12 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
 import structlog
 
+from worker.dispatch import Dispatcher
 from worker.store import Store, text
 from worker.tracker import Tracker
 
@@ -38,24 +38,17 @@ class Tick:
     cleanup_sent: bool = False
 
 
-@dataclass(frozen=True)
-class Senders:
-    """How the scheduler sends work: poll chunks, the reaper, the cleanup."""
-
-    poll: Callable[[list[str]], None]
-    reap: Callable[[bool], None]
-    cleanup: Callable[[], None]
-
-
 class Scheduler:
     """One scheduler instance."""
 
-    def __init__(self, store: Store, tracker: Tracker, send: Senders, node: str | None = None):
+    def __init__(
+        self, store: Store, tracker: Tracker, dispatch: Dispatcher, node: str | None = None
+    ) -> None:
         self.store = store
         self.keys = store.keys
         self.settings = store.settings
         self.tracker = tracker
-        self.send = send
+        self.dispatch = dispatch
         self.node = node or f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
         self.ticks = 0
 
@@ -78,13 +71,13 @@ class Scheduler:
         due = self.tracker.claim_due(s.poll_batch)
         chunks = [due[i : i + s.poll_chunk] for i in range(0, len(due), s.poll_chunk)]
         for chunk in chunks:
-            self.send.poll(chunk)
+            self.dispatch.poll(chunk)
         reaper = bool(self.store.redis.set(self.keys.reaping(), self.node, nx=True, px=60_000))
         if reaper:
-            self.send.reap(self.ticks % s.reap_full_every == 1 or s.reap_full_every == 1)
+            self.dispatch.reap(self.ticks % s.reap_full_every == 1 or s.reap_full_every == 1)
         cleanup = self._cleanup_due()
         if cleanup:
-            self.send.cleanup()
+            self.dispatch.cleanup()
         self.store.redis.hset(
             self.keys.ticks(),
             mapping={

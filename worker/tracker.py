@@ -18,7 +18,8 @@ import structlog
 
 from worker import events
 from worker.accounts import AccountError, Accounts
-from worker.jobs import Enqueue, JobError, Jobs, retention_ms
+from worker.dispatch import Dispatcher
+from worker.jobs import JobError, Jobs, retention_ms
 from worker.jsms.client import JsmsClient
 from worker.jsms.errors import AuthError, InvalidSignId, JsmsError
 from worker.jsms.models import Signature, validate_sign_id
@@ -72,7 +73,12 @@ class Tracker:
     """Registration, polling and status changes of tracked signatures."""
 
     def __init__(
-        self, store: Store, accounts: Accounts, jobs: Jobs, client: JsmsClient, enqueue: Enqueue
+        self,
+        store: Store,
+        accounts: Accounts,
+        jobs: Jobs,
+        client: JsmsClient,
+        dispatch: Dispatcher,
     ) -> None:
         self.store = store
         self.keys = store.keys
@@ -80,7 +86,7 @@ class Tracker:
         self.accounts = accounts
         self.jobs = jobs
         self.client = client
-        self.enqueue = enqueue
+        self.dispatch = dispatch
 
     def track(self, account: str, sign_ids: list[int]) -> int:
         """Register existing signatures to watch; returns how many were new. Due at once."""
@@ -232,7 +238,7 @@ class Tracker:
             text(x) for x in self.store.run("observe", json.dumps(spec, ensure_ascii=False))
         )
         if next_job:
-            self.enqueue([next_job])
+            self.dispatch.jobs([next_job])
         if what == "gone":
             metrics().events.labels("signature.deleted").inc()
         elif what == "changed" and status in (1, 2):

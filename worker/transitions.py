@@ -17,7 +17,8 @@ import redis
 import structlog
 
 from worker import events
-from worker.jobs import Enqueue, JobRecord, retention_ms, submitted_change
+from worker.dispatch import Dispatcher
+from worker.jobs import JobRecord, retention_ms, submitted_change
 from worker.jsms.errors import AuditPending, JsmsError
 from worker.keys import member
 from worker.metrics import metrics
@@ -38,14 +39,14 @@ class Transitions:
     def __init__(
         self,
         store: Store,
-        enqueue: Enqueue,
+        dispatch: Dispatcher,
         *,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.settings = store.settings
-        self.enqueue = enqueue
+        self.dispatch = dispatch
         self.sleep = sleep
         self.clock = clock
 
@@ -65,7 +66,7 @@ class Transitions:
                 pause = min(5.0, pause * 2)
                 continue
             if applied.next_job:
-                self.enqueue([applied.next_job])
+                self.dispatch.jobs([applied.next_job])
             return applied
 
     def accepted(self, job: JobRecord, sign_id: int) -> Applied:

@@ -1,0 +1,87 @@
+"""Test helpers signq ships, as Dramatiq ships StubBroker and structlog its testing module:
+dispatchers that record what is sent, a clock that moves only when slept on, and a bounded
+wait. Tests, the benchmarks and your own tests of code around signq share them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from worker.store import Store
+
+
+@dataclass
+class RecordingDispatcher:
+    """Records what would be sent instead of sending it: run the jobs yourself (``sent``), in
+    your own order. Job ids leave the outbox as a real send moves them on."""
+
+    store: Store | None = None
+    sent: list[str] = field(default_factory=list)
+    polls: list[list[str]] = field(default_factory=list)
+    reaps: list[bool] = field(default_factory=list)
+    cleanups: int = 0
+
+    def jobs(self, job_ids: Sequence[str]) -> None:
+        """Keep the job ids; a real send leaves each in the outbox only as a safety net."""
+        self.sent.extend(job_ids)
+        if self.store is not None and job_ids:
+            self.store.redis.zrem(self.store.keys.outbox(), *job_ids)
+
+    def poll(self, members: list[str]) -> None:
+        """Keep the chunk."""
+        self.polls.append(members)
+
+    def reap(self, full: bool) -> None:
+        """Keep the pass."""
+        self.reaps.append(full)
+
+    def cleanup(self) -> None:
+        """Count it."""
+        self.cleanups += 1
+
+
+@dataclass
+class InlineDispatcher(RecordingDispatcher):
+    """Runs polls, reaper passes and cleanups at once, in the caller's thread (a scheduler in a
+    test); job messages are recorded."""
+
+    run_poll: Callable[[list[str]], object] = lambda _members: None
+    run_reap: Callable[[bool], object] = lambda _full: None
+
+    def poll(self, members: list[str]) -> None:
+        """Poll now."""
+        super().poll(members)
+        self.run_poll(members)
+
+    def reap(self, full: bool) -> None:
+        """Reap now."""
+        super().reap(full)
+        self.run_reap(full)
+
+
+class FakeClock:
+    """A monotonic clock that moves only when slept on: waits cost a test no real time, and
+    the test reads every wait that was asked for."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        """Record the wait and let that much time pass."""
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+    """Poll until the predicate holds, at most ``timeout`` seconds (for what other processes
+    or threads do; time a test controls itself is a FakeClock's)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
