@@ -18,6 +18,11 @@ from worker.jsms import SignRequest
 from worker.pipeline import RetryLater
 
 
+def die(_ids: Sequence[str]) -> None:
+    """A send that never happens: the process is killed right there."""
+    raise ConnectionError("killed here")
+
+
 def outbox_due(system: System, job_id: str) -> float | None:
     """When the reaper sends this job a message if nothing has started it (None: not owned)."""
     store = system.runtime.store
@@ -113,10 +118,6 @@ def test_a_reaper_killed_before_sending_loses_no_expired_lease(system: System) -
     system.sent.clear()
     system.runtime.store.run("start", job, 0, 0, 1, 0, 1)
     reaper = system.runtime.reaper
-
-    def die(_ids: Sequence[str]) -> None:
-        raise ConnectionError("reaper killed here")
-
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(system.runtime.dispatch, "jobs", die)
         with pytest.raises(ConnectionError):
@@ -139,10 +140,6 @@ def test_a_reaper_killed_before_sending_loses_no_probe(system: System) -> None:
     store = system.runtime.store
     store.redis.zadd(store.keys.probes(), {account: 0})
     reaper = system.runtime.reaper
-
-    def die(_ids: Sequence[str]) -> None:
-        raise ConnectionError("killed")
-
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(system.runtime.dispatch, "jobs", die)
         with pytest.raises(ConnectionError):

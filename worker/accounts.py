@@ -183,14 +183,10 @@ class Accounts:
     def unreadable(self) -> dict[str, str]:
         """Accounts whose stored secret this process cannot open, with why (a worker refuses
         to start on them rather than fail every tenant's jobs)."""
-        names = sorted(texts(self.store.redis.smembers(self.keys.accounts())))
-        pipe = self.store.redis.pipeline(transaction=False)
-        for name in names:
-            pipe.hget(self.keys.account(name), "secret")
         problems = {}
-        for name, stored in zip(names, pipe.execute(), strict=True):
+        for name, stored in self._stored_secrets():
             try:
-                self.box.open(name, stored or "")
+                self.box.open(name, stored)
             except AccountError as exc:
                 problems[name] = str(exc)
         return problems
@@ -199,14 +195,8 @@ class Accounts:
         """Seal every stored secret with ``new_key`` (opened with it or ``old_key``); an
         account changed meanwhile is read again. Returns how many were sealed. Nothing is
         written until every secret has been opened: a wrong old key changes nothing."""
-        names = sorted(texts(self.store.redis.smembers(self.keys.accounts())))
-        pipe = self.store.redis.pipeline(transaction=False)
-        for name in names:
-            pipe.hget(self.keys.account(name), "secret")
         sealed = {}
-        for name, stored in zip(names, pipe.execute(), strict=True):
-            if stored is None:
-                continue
+        for name, stored in self._stored_secrets():
             try:
                 sealed[name] = (stored, SecretBox.rotate(stored, new_key, old_key))
             except AccountError as exc:
@@ -214,6 +204,15 @@ class Accounts:
         for name, (before, after) in sealed.items():
             self._replace_secret(name, before, after, new_key, old_key)
         return len(sealed)
+
+    def _stored_secrets(self) -> list[tuple[str, str]]:
+        """Every account's name and stored secret, in one pipelined read."""
+        names = sorted(texts(self.store.redis.smembers(self.keys.accounts())))
+        pipe = self.store.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.hget(self.keys.account(name), "secret")
+        replies = zip(names, pipe.execute(), strict=True)
+        return [(name, str(stored)) for name, stored in replies if stored is not None]
 
     def _replace_secret(
         self, name: str, before: str, after: str, new_key: str, old_key: str | None
