@@ -134,7 +134,7 @@ BODIES = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
     status=st.sampled_from([200, 201, 204, 400, 401, 403, 404, 415, 429, 500, 502, 503]),
     content_type=st.sampled_from(

@@ -60,9 +60,13 @@ class ThreadedServer:
         return self
 
     def stop(self) -> None:
-        """Stop serving and wait for the thread."""
+        """Stop serving and wait for the thread; a request still held open (a slow fault, a
+        stalled client) is cut after a short grace instead of being waited for."""
         self._server.should_exit = True
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=1)
+        if self._thread.is_alive():
+            self._server.force_exit = True
+            self._thread.join(timeout=10)
 
     def __enter__(self) -> Self:
         return self.start()
