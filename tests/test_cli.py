@@ -10,6 +10,7 @@ import httpx
 
 from worker.emulator.server import free_port
 from worker.jsms import Credentials, JsmsClient, SignRequest, Status
+from worker.testing import CliResult, run_cli
 
 
 def signq(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -116,16 +117,8 @@ def test_submit_and_jobs_commands(tmp_path: object, redis_url: str) -> None:
     prefix = f"signqcli-{uuid.uuid4().hex[:6]}"
     env = {**os.environ, "SIGNQ_PREFIX": prefix, "SIGNQ_REDIS_URL": redis_url}
 
-    def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "worker", *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-            check=False,
-        )
+    def run(*args: str, stdin: str = "") -> CliResult:
+        return run_cli(args, env=env, stdin=stdin)
 
     image = Path(str(tmp_path)) / "license.png"
     image.write_bytes(PNG)

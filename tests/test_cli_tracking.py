@@ -16,6 +16,7 @@ import redis
 
 from tests.conftest import delete_prefix
 from worker.emulator.server import free_port
+from worker.testing import CliResult, run_cli
 
 
 @pytest.fixture
@@ -43,16 +44,9 @@ def env(redis_url: str) -> Iterator[dict[str, str]]:
     delete_prefix(redis_url, prefix)
 
 
-def signq(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """Run a signq command."""
-    return subprocess.run(
-        [sys.executable, "-m", "worker", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+def signq(env: dict[str, str], *args: str) -> CliResult:
+    """Run a signq command (in this process)."""
+    return run_cli(args, env=env)
 
 
 def test_track_and_cleanup_dry_run(env: dict[str, str]) -> None:

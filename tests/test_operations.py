@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Callable
 
 import pytest
@@ -20,20 +18,12 @@ from worker.jobs import JobError
 from worker.jsms import SignRequest
 from worker.runtime import Runtime
 from worker.status import collect
-from worker.testing import wait_for
+from worker.testing import CliResult, run_cli, wait_for
 
 
-def signq(prefix: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run a signq command on a prefix."""
-    env = {**os.environ, "SIGNQ_PREFIX": prefix}
-    return subprocess.run(
-        [sys.executable, "-m", "worker", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+def signq(prefix: str, *args: str) -> CliResult:
+    """Run a signq command on a prefix (in this process)."""
+    return run_cli(args, env={**os.environ, "SIGNQ_PREFIX": prefix})
 
 
 def test_status_reports_queues_jobs_gates_accounts_and_scheduler(

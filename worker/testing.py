@@ -85,3 +85,48 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.02)
+
+
+@dataclass(frozen=True)
+class CliResult:
+    """What a `signq` command did: its exit code and what it printed."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(
+    argv: Sequence[str], *, env: dict[str, str] | None = None, stdin: str = ""
+) -> CliResult:
+    """Run `signq ARGV` in this process, as a shell would (environment, stdin, captured output),
+    and put the process's environment, streams and logging back afterwards."""
+    import io  # noqa: PLC0415
+    import logging  # noqa: PLC0415
+    import os  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    from contextlib import redirect_stderr, redirect_stdout  # noqa: PLC0415
+
+    import structlog  # noqa: PLC0415
+
+    from worker import cli  # noqa: PLC0415
+
+    saved_env = dict(os.environ)
+    root = logging.getLogger()
+    saved_logging = (root.handlers[:], root.level)
+    saved_stdin = sys.stdin
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        if env is not None:
+            os.environ.clear()
+            os.environ.update(env)
+        sys.stdin = io.StringIO(stdin)
+        with redirect_stdout(out), redirect_stderr(err):
+            code = cli.main(list(argv))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        sys.stdin = saved_stdin
+        root.handlers[:], root.level = saved_logging
+        structlog.reset_defaults()
+    return CliResult(code, out.getvalue(), err.getvalue())
