@@ -1,71 +1,17 @@
-"""The ``signq`` command line."""
+"""Every subcommand and its flags, each handed to its command group's handler."""
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from redis.exceptions import AuthenticationError, RedisError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
+import worker.cli.accounts as account_commands
+import worker.cli.jobs as job_commands
+import worker.cli.services as service_commands
+import worker.cli.tracking as tracking_commands
 from worker import __version__
-from worker import commands as commands_
-from worker.settings import Settings, SettingsError, masked_url
-
-Handler = Callable[[argparse.Namespace, Settings], int]
-
-
-class UsageError(Exception):
-    """A command-line argument or input file that cannot be used; printed without a traceback."""
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the console script and ``python -m worker``."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    handler: Handler | None = getattr(args, "handler", None)
-    if handler is None:
-        parser.print_help()
-        return 2
-    settings: Settings | None = None
-    try:
-        settings = Settings.from_env()
-        from worker import logs  # noqa: PLC0415 - configure logging only for real commands
-
-        logs.configure(settings.log_level, settings.log_format)
-        return handler(args, settings)
-    except (SettingsError, UsageError, commands_.CommandError) as exc:
-        print(f"signq: {exc}", file=sys.stderr)
-        return 2
-    except RedisError as exc:
-        print(f"signq: {redis_problem(exc, settings)}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:
-        # The reader went away (`signq events | head`): not an error of ours. Whatever is
-        # still buffered goes nowhere instead of raising again at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except KeyboardInterrupt:
-        return 130
-
-
-def redis_problem(exc: RedisError, settings: Settings | None) -> str:
-    """One line for a person: which Redis, what went wrong, what to check."""
-    where = masked_url(settings.redis_url) if settings else "SIGNQ_REDIS_URL"
-    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
-        detail = str(exc).split(". ")[-1].rstrip(".") or type(exc).__name__
-        return (
-            f"cannot reach Redis at {where} ({detail}): check that it is running and "
-            "that SIGNQ_REDIS_URL points at it"
-        )
-    if isinstance(exc, AuthenticationError):
-        return f"Redis at {where} refused the password: check SIGNQ_REDIS_URL"
-    return f"Redis at {where} answered an error: {exc}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     emulator.add_argument(
         "--admin-token-file", type=Path, help="require this token on /_emulator admin calls"
     )
-    emulator.set_defaults(handler=_emulator)
+    emulator.set_defaults(handler=service_commands.emulator)
 
     _accounts_parser(commands)
     _submit_parser(commands)
@@ -116,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     work.add_argument("--processes", type=int, default=os.cpu_count() or 1)
     work.add_argument("--threads", type=int, default=8)
     work.add_argument("--queues", nargs="*", help="only these queues (default: all)")
-    work.set_defaults(handler=commands_.worker)
+    work.set_defaults(handler=service_commands.worker)
 
     demo = commands.add_parser("demo", help="run the main job end to end on embedded defaults")
     demo.add_argument("--tenants", type=int, default=30)
@@ -134,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     live = demo.add_mutually_exclusive_group()
     live.add_argument("--live", dest="live", action="store_true", default=None)
     live.add_argument("--no-live", dest="live", action="store_false")
-    demo.set_defaults(handler=_demo)
+    demo.set_defaults(handler=service_commands.demo)
     return parser
 
 
@@ -147,23 +93,23 @@ def _accounts_parser(commands: Any) -> None:
     add.add_argument("--app-key", required=True)
     add.add_argument("--master-secret-file", help="read the secret from this file, not stdin")
     add.add_argument("--replace", action="store_true", help="update an existing account")
-    add.set_defaults(handler=commands_.accounts_add)
+    add.set_defaults(handler=account_commands.accounts_add)
     imp = accounts.add_parser("import", help="register accounts from a CSV file")
     imp.add_argument("file", help="CSV with columns account, app_key, master_secret")
     imp.add_argument("--replace", action="store_true")
-    imp.set_defaults(handler=commands_.accounts_import)
+    imp.set_defaults(handler=account_commands.accounts_import)
     rot = accounts.add_parser(
         "rotate-key", help="seal every stored secret with a new SIGNQ_SECRET_KEY (re-runnable)"
     )
     rot.add_argument("--new-key-file", help="read the new key from this file, not stdin")
-    rot.set_defaults(handler=commands_.accounts_rotate_key)
+    rot.set_defaults(handler=account_commands.accounts_rotate_key)
     lst = accounts.add_parser("list", help="list accounts (never their secrets)")
     lst.add_argument("--json", action="store_true")
-    lst.set_defaults(handler=commands_.accounts_list)
+    lst.set_defaults(handler=account_commands.accounts_list)
     for name, handler, text in (
-        ("remove", commands_.accounts_remove, "forget an account without outstanding jobs"),
-        ("pause", commands_.accounts_pause, "hold an account's jobs"),
-        ("resume", commands_.accounts_resume, "run an account's held jobs again"),
+        ("remove", account_commands.accounts_remove, "forget an account without outstanding jobs"),
+        ("pause", account_commands.accounts_pause, "hold an account's jobs"),
+        ("resume", account_commands.accounts_resume, "run an account's held jobs again"),
     ):
         sub = accounts.add_parser(name, help=text)
         sub.add_argument("name")
@@ -188,7 +134,7 @@ def _submit_parser(commands: Any) -> None:
             sub.add_argument("--remark")
         sub.add_argument("--key", help="idempotency key: the same key never enqueues twice")
         sub.add_argument("--json", action="store_true", help="print a JSON line")
-        sub.set_defaults(handler=commands_.submit)
+        sub.set_defaults(handler=job_commands.submit)
 
 
 def _jobs_parser(commands: Any) -> None:
@@ -198,13 +144,13 @@ def _jobs_parser(commands: Any) -> None:
     show = jobs.add_parser("show", help="one job's record")
     show.add_argument("job_id")
     show.add_argument("--json", action="store_true")
-    show.set_defaults(handler=commands_.jobs_show)
+    show.set_defaults(handler=job_commands.jobs_show)
     lst = jobs.add_parser("list", help="jobs by state or account, newest first")
     lst.add_argument("--state")
     lst.add_argument("--account")
     lst.add_argument("--limit", type=int, default=100)
     lst.add_argument("--json", action="store_true")
-    lst.set_defaults(handler=commands_.jobs_list)
+    lst.set_defaults(handler=job_commands.jobs_list)
     for action, text in (
         ("cancel", "cancel a queued or parked job"),
         ("abandon", "give up a pending or unconfirmed audit; the gate moves on"),
@@ -215,19 +161,19 @@ def _jobs_parser(commands: Any) -> None:
         sub.add_argument("job_id")
         if action == "confirm":
             sub.add_argument("--sign-id", required=True)
-        sub.set_defaults(handler=commands_.jobs_action, action=action)
+        sub.set_defaults(handler=job_commands.jobs_action, action=action)
 
 
 def _tracking_parsers(commands: Any) -> None:
     sched = commands.add_parser("scheduler", help="run the periodic work (one leader at a time)")
     sched.add_argument("--node", help="this instance's name in the lease (default: host:random)")
-    sched.set_defaults(handler=commands_.scheduler)
+    sched.set_defaults(handler=service_commands.scheduler)
 
     track = commands.add_parser("track", help="watch existing signatures")
     track.add_argument("--account")
     track.add_argument("--sign-id", action="append", default=[])
     track.add_argument("--file", help="CSV with columns account, sign_id")
-    track.set_defaults(handler=commands_.track)
+    track.set_defaults(handler=tracking_commands.track)
 
     events = commands.add_parser("events", help="print events as JSON lines")
     events.add_argument("--follow", action="store_true", help="keep waiting for new ones")
@@ -236,19 +182,19 @@ def _tracking_parsers(commands: Any) -> None:
     events.add_argument("--since", help="a stream id to start after (0: the beginning)")
     events.add_argument("--type", action="append", help="only these types (repeatable)")
     events.add_argument("--account", action="append", help="only these accounts (repeatable)")
-    events.set_defaults(handler=commands_.events_)
+    events.set_defaults(handler=tracking_commands.events_)
 
     callbacks = commands.add_parser("callbacks", help="serve the audit-result callback receiver")
     callbacks.add_argument("--host", default="127.0.0.1")
     callbacks.add_argument("--port", type=int, default=8081)
-    callbacks.set_defaults(handler=commands_.callbacks)
+    callbacks.set_defaults(handler=service_commands.callbacks)
 
     cleanup = commands.add_parser("cleanup", help="delete tracked signatures nobody uses")
     cleanup.add_argument("--dry-run", action="store_true", help="list, change nothing")
     cleanup.add_argument("--older-than", default="30d", help="e.g. 30d, 12h (default 30d)")
     cleanup.add_argument("--account", action="append", help="only these accounts")
     cleanup.add_argument("--status", default="approved,rejected")
-    cleanup.set_defaults(handler=commands_.cleanup)
+    cleanup.set_defaults(handler=tracking_commands.cleanup)
 
 
 def _operator_parsers(commands: Any) -> None:
@@ -256,82 +202,15 @@ def _operator_parsers(commands: Any) -> None:
     onboard.add_argument("file", help="rows: account, sign, type, remark, images, key")
     onboard.add_argument("--strict", action="store_true", help="enqueue nothing if a row is bad")
     onboard.add_argument("--wait", action="store_true", help="follow until every row finished")
-    onboard.set_defaults(handler=commands_.onboard)
+    onboard.set_defaults(handler=job_commands.onboard)
 
     status = commands.add_parser("status", help="queues, jobs, gates, accounts, scheduler")
     status.add_argument("--json", action="store_true")
-    status.set_defaults(handler=commands_.status)
+    status.set_defaults(handler=tracking_commands.status)
 
     dlq = commands.add_parser("dlq", help="Dramatiq's dead-letter queues")
     dlq.add_argument("action", choices=["list", "show", "retry", "purge"])
     dlq.add_argument("ids", nargs="*", help="message ids (show, retry)")
     dlq.add_argument("--all", action="store_true", help="retry every dead letter")
     dlq.add_argument("--json", action="store_true", help="list as JSON lines, times in ms")
-    dlq.set_defaults(handler=commands_.dlq)
-
-
-def _emulator(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.emulator import AuditRules, Emulator, EmulatorConfig  # noqa: PLC0415
-    from worker.emulator.server import load_accounts, serve  # noqa: PLC0415
-
-    token = args.admin_token_file.read_text().strip() if args.admin_token_file else None
-    emulator = Emulator(
-        EmulatorConfig(
-            rules=AuditRules(
-                audit_delay=args.audit_delay,
-                approval_rate=args.approval_rate,
-                in_use_rate=args.in_use_rate,
-                seed=args.seed,
-            ),
-            fault_seed=args.fault_seed,
-            max_image_bytes=settings.max_image_bytes,
-            callback_time_scale=args.callback_time_scale,
-            admin_token=token,
-        )
-    )
-    specs: list[dict[str, object]] = []
-    if args.accounts_file:
-        try:
-            specs.extend(load_accounts(args.accounts_file))
-        except (OSError, ValueError) as exc:
-            raise UsageError(str(exc)) from None
-    for item in args.account:
-        app_key, sep, secret = item.partition(":")
-        if not sep or not app_key or not secret:
-            raise UsageError(f"--account must be APP_KEY:SECRET, got {item.split(':')[0]!r}:…")
-        specs.append({"app_key": app_key, "master_secret": secret})
-    for spec in specs:
-        emulator.add_account(
-            str(spec["app_key"]),
-            str(spec["master_secret"]),
-            callback_url=str(spec["callback_url"]) if spec.get("callback_url") else None,
-        )
-    print(
-        f"signq emulator: API at http://{args.host}:{args.port}/v1, "
-        f"admin at /_emulator, {len(specs)} account(s)",
-        file=sys.stderr,
-    )
-    serve(emulator, args.host, args.port)
-    return 0
-
-
-def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    from worker import logs  # noqa: PLC0415
-    from worker.demo import DemoOptions, run  # noqa: PLC0415
-
-    if not args.verbose:
-        logs.configure("WARNING", settings.log_format)  # the demo's own view is the output
-
-    if args.tenants < 1 or args.signatures < args.tenants:
-        raise UsageError("--tenants must be at least 1 and --signatures at least --tenants")
-    options = DemoOptions(
-        tenants=args.tenants,
-        signatures=args.signatures,
-        reject_every=args.reject_every,
-        audit_delay=args.audit_delay,
-        threads=args.threads,
-        timeout=args.timeout,
-        live=args.live,
-        fake_redis=args.fake_redis,
-    )
-    return 0 if run(settings, options).ok else 1
+    dlq.set_defaults(handler=tracking_commands.dlq)

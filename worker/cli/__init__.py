@@ -1,0 +1,62 @@
+"""The ``signq`` command line: a parser, one handler per command (a module per command group),
+and the errors a person can cause answered in one line (exit 2), never with a traceback."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+from redis.exceptions import AuthenticationError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from worker.cli.common import CliError, Handler
+from worker.cli.parser import build_parser
+from worker.settings import Settings, SettingsError, masked_url
+
+__all__ = ["CliError", "build_parser", "main", "redis_problem"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script and ``python -m worker``."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    settings: Settings | None = None
+    try:
+        settings = Settings.from_env()
+        from worker import logs  # noqa: PLC0415 - configure logging only for real commands
+
+        logs.configure(settings.log_level, settings.log_format)
+        return handler(args, settings)
+    except (SettingsError, CliError) as exc:
+        print(f"signq: {exc}", file=sys.stderr)
+        return 2
+    except RedisError as exc:
+        print(f"signq: {redis_problem(exc, settings)}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # The reader went away (`signq events | head`): not an error of ours. Whatever is
+        # still buffered goes nowhere instead of raising again at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        return 130
+
+
+def redis_problem(exc: RedisError, settings: Settings | None) -> str:
+    """One line for a person: which Redis, what went wrong, what to check."""
+    where = masked_url(settings.redis_url) if settings else "SIGNQ_REDIS_URL"
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        detail = str(exc).split(". ")[-1].rstrip(".") or type(exc).__name__
+        return (
+            f"cannot reach Redis at {where} ({detail}): check that it is running and "
+            "that SIGNQ_REDIS_URL points at it"
+        )
+    if isinstance(exc, AuthenticationError):
+        return f"Redis at {where} refused the password: check SIGNQ_REDIS_URL"
+    return f"Redis at {where} answered an error: {exc}"

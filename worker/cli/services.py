@@ -1,0 +1,159 @@
+"""The long-running commands: worker, scheduler, callback receiver, emulator, demo."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from worker.cli.accounts import unreadable_problem
+from worker.cli.common import CliError, runtime
+from worker.settings import Settings
+
+
+def worker(args: argparse.Namespace, settings: Settings) -> int:
+    """`signq worker`: Dramatiq's worker on signq's actors, as `dramatiq worker.actors`.
+
+    Refuses to start when its SIGNQ_SECRET_KEY cannot open the registry's secrets: every
+    tenant's jobs would otherwise fail on it.
+    """
+    from redis.exceptions import ConnectionError as RedisDown  # noqa: PLC0415
+
+    from worker.metrics import prepare_worker  # noqa: PLC0415
+
+    try:
+        problems = runtime(settings).accounts.unreadable()
+    except RedisDown:
+        problems = {}  # Redis may come up after the workers; Dramatiq waits for it
+    if problems:
+        raise CliError(unreadable_problem(problems))
+
+    prepare_worker(settings, fresh=True)  # no worker process has started yet
+    # Dramatiq reads its idle fetch timeout from this variable (the default is 1000 ms).
+    os.environ["dramatiq_worker_timeout"] = str(settings.worker_timeout_ms)  # noqa: SIM112
+    argv = [
+        sys.executable,
+        "-m",
+        "dramatiq",
+        "worker.actors",
+        "--skip-logging",
+        "--processes",
+        str(args.processes),
+        "--threads",
+        str(args.threads),
+    ]
+    if args.queues:
+        argv += ["--queues", *args.queues]
+    os.execv(sys.executable, argv)  # noqa: S606 - replaces this process with the worker
+
+
+def scheduler(args: argparse.Namespace, settings: Settings) -> int:
+    """`signq scheduler`: tick while leader, stand by otherwise; SIGTERM resigns and exits."""
+    import signal  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    import structlog  # noqa: PLC0415
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    rt = runtime(settings)
+    if settings.metrics_port > 0:
+        from prometheus_client import REGISTRY, start_http_server  # noqa: PLC0415
+
+        from worker.status import StateCollector  # noqa: PLC0415
+
+        REGISTRY.register(StateCollector(rt))
+        start_http_server(settings.metrics_port, addr=settings.metrics_host)
+    sched = rt.scheduler(args.node)
+    structlog.get_logger("worker.scheduler").info("scheduler_started", node=sched.node)
+    sched.run(stop)
+    return 0
+
+
+def callbacks(args: argparse.Namespace, settings: Settings) -> int:
+    """`signq callbacks`: serve the audit-result receiver."""
+    import uvicorn  # noqa: PLC0415
+
+    from worker.callbacks import build_app  # noqa: PLC0415
+
+    if settings.metrics_port > 0:
+        # Never on the receiver's own port, which faces the internet.
+        from prometheus_client import start_http_server  # noqa: PLC0415
+
+        start_http_server(settings.metrics_port, addr=settings.metrics_host)
+    uvicorn.run(
+        build_app(runtime(settings)),
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        access_log=False,
+    )
+    return 0
+
+
+def emulator(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.emulator import AuditRules, Emulator, EmulatorConfig  # noqa: PLC0415
+    from worker.emulator.server import load_accounts, serve  # noqa: PLC0415
+
+    token = args.admin_token_file.read_text().strip() if args.admin_token_file else None
+    emulator = Emulator(
+        EmulatorConfig(
+            rules=AuditRules(
+                audit_delay=args.audit_delay,
+                approval_rate=args.approval_rate,
+                in_use_rate=args.in_use_rate,
+                seed=args.seed,
+            ),
+            fault_seed=args.fault_seed,
+            max_image_bytes=settings.max_image_bytes,
+            callback_time_scale=args.callback_time_scale,
+            admin_token=token,
+        )
+    )
+    specs: list[dict[str, object]] = []
+    if args.accounts_file:
+        try:
+            specs.extend(load_accounts(args.accounts_file))
+        except (OSError, ValueError) as exc:
+            raise CliError(str(exc)) from None
+    for item in args.account:
+        app_key, sep, secret = item.partition(":")
+        if not sep or not app_key or not secret:
+            raise CliError(f"--account must be APP_KEY:SECRET, got {item.split(':')[0]!r}:…")
+        specs.append({"app_key": app_key, "master_secret": secret})
+    for spec in specs:
+        emulator.add_account(
+            str(spec["app_key"]),
+            str(spec["master_secret"]),
+            callback_url=str(spec["callback_url"]) if spec.get("callback_url") else None,
+        )
+    print(
+        f"signq emulator: API at http://{args.host}:{args.port}/v1, "
+        f"admin at /_emulator, {len(specs)} account(s)",
+        file=sys.stderr,
+    )
+    serve(emulator, args.host, args.port)
+    return 0
+
+
+def demo(args: argparse.Namespace, settings: Settings) -> int:
+    from worker import logs  # noqa: PLC0415
+    from worker.demo import DemoOptions, run  # noqa: PLC0415
+
+    if not args.verbose:
+        logs.configure("WARNING", settings.log_format)  # the demo's own view is the output
+
+    if args.tenants < 1 or args.signatures < args.tenants:
+        raise CliError("--tenants must be at least 1 and --signatures at least --tenants")
+    options = DemoOptions(
+        tenants=args.tenants,
+        signatures=args.signatures,
+        reject_every=args.reject_every,
+        audit_delay=args.audit_delay,
+        threads=args.threads,
+        timeout=args.timeout,
+        live=args.live,
+        fake_redis=args.fake_redis,
+    )
+    return 0 if run(settings, options).ok else 1
