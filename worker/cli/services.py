@@ -93,6 +93,7 @@ def callbacks(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def emulator(args: argparse.Namespace, settings: Settings) -> int:
+    """`signq emulator`: serve the JSMS API emulator in the foreground."""
     from worker.emulator import AuditRules, Emulator, EmulatorConfig  # noqa: PLC0415
     from worker.emulator.server import load_accounts, serve  # noqa: PLC0415
 
@@ -138,6 +139,7 @@ def emulator(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def demo(args: argparse.Namespace, settings: Settings) -> int:
+    """`signq demo`: the main job end to end on embedded defaults."""
     from worker import logs  # noqa: PLC0415
     from worker.demo import DemoOptions, run  # noqa: PLC0415
 
