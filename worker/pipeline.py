@@ -20,7 +20,6 @@ Outcomes of a submission (create or modify), whose job holds its account's audit
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Callable
@@ -118,30 +117,20 @@ class Pipeline:
     def run(self, job_id: str) -> str:
         """Run one job if it may run now; returns what happened, in a word."""
         s = self.settings
-        reply = self.store.run(
-            "start",
-            job_id,
-            int(s.lease_seconds * 1000),
-            s.rate_limit,
-            s.rate_burst,
-            s.account_rate_limit,
-            s.account_rate_burst,
-        )
-        kind = str(reply[0])
-        if kind == "throttled":
-            raise RetryLater("rate limit", int(reply[1]))
-        if kind == "no_account":
+        claim = self.store.start(job_id, int(s.lease_seconds * 1000), s.rate_limits)
+        if claim.outcome == "throttled":
+            raise RetryLater("rate limit", claim.wait_ms)
+        if claim.outcome == "no_account":
             return self._account_gone(job_id)
-        if kind != "run":
-            log.info("job_not_run", job_id=job_id, why=kind)
-            return kind
-        previous, app_key, stored_secret, snapshot, clock, probing = (str(x) for x in reply[1:7])
-        job = JobRecord.from_hash(json.loads(snapshot))
+        if claim.outcome != "run":
+            log.info("job_not_run", job_id=job_id, why=claim.outcome)
+            return claim.outcome
+        job = JobRecord.from_hash(claim.snapshot)
         with structlog.contextvars.bound_contextvars(
             job_id=job.id, account=job.account, op=job.op, sign_id=job.sign_id
         ):
             try:
-                creds = self.accounts.credentials(job.account, app_key, stored_secret)
+                creds = self.accounts.credentials(job.account, claim.app_key, claim.stored_secret)
             except SecretKeyError as exc:
                 # This worker's key is wrong, not the tenant: the job waits for one that can.
                 log.error("secret_key_cannot_open_secret", error=str(exc))
@@ -153,7 +142,13 @@ class Pipeline:
             except AccountError as exc:
                 return self._pause(job, str(exc))
             attempt = Attempt(
-                job, creds, previous, int(clock), self.to.clock, self.to.clock(), probing == "1"
+                job,
+                creds,
+                claim.previous,
+                claim.clock_ms,
+                self.to.clock,
+                self.to.clock(),
+                claim.probing,
             )
             return self._execute(attempt)
 

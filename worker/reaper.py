@@ -52,8 +52,9 @@ class Reaper:
 
     def tick(self, *, full: bool = False) -> Repairs:
         """Repair what is due; with ``full``, also audit every gate and prune indexes."""
-        expired, probes, *due = (str(x) for x in self.store.run("reap", BATCH))
-        repairs = Repairs(expired_leases=int(expired), probes=int(probes))
+        moves = self.store.reap(BATCH)
+        repairs = Repairs(expired_leases=moves.expired_leases, probes=moves.probes)
+        due = moves.due
         if full:
             # A repaired gate's next job is in the outbox already, and is sent now.
             handed = self._repair_gates()

@@ -14,6 +14,17 @@ DEFAULT_API_URL = "https://api.sms.jpush.cn/v1"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
+@dataclass(frozen=True)
+class RateLimits:
+    """Token buckets toward the API: requests per second and burst, over all accounts and per
+    account (a rate of 0 is no limit)."""
+
+    rate: float = 0.0
+    burst: int = 10
+    account_rate: float = 0.0
+    account_burst: int = 2
+
+
 class SettingsError(ValueError):
     """An environment variable holds a value signq cannot use; the message names it."""
 
@@ -182,6 +193,13 @@ class Settings:
             raise SettingsError("SIGNQ_PREFIX must be a non-empty word without spaces")
         if self.log_format not in ("auto", "json", "console"):
             raise SettingsError("SIGNQ_LOG_FORMAT must be one of auto, json, console")
+
+    @property
+    def rate_limits(self) -> RateLimits:
+        """The four rate-limit settings as one value."""
+        return RateLimits(
+            self.rate_limit, self.rate_burst, self.account_rate_limit, self.account_rate_burst
+        )
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some fields changed (tests, the demo, command-line flags)."""

@@ -17,12 +17,16 @@ from typing import Any
 import redis
 
 from worker.keys import Keys
-from worker.settings import Settings
+from worker.settings import RateLimits, Settings
 
 
 def text(value: Any) -> str:
     """A reply of the decoding client as str (redis-py types replies as bytes | str)."""
-    return value if isinstance(value, str) else value.decode() if value is not None else ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode()
+    return "" if value is None else str(value)
 
 
 def texts(values: Any) -> list[str]:
@@ -88,6 +92,51 @@ class Applied:
     next_job: str | None
 
 
+@dataclass(frozen=True)
+class Claim:
+    """What ``start`` decided for a job: ``run`` it (with what the script read), or why not
+    (``throttled`` for ``wait_ms``, ``settled``, ``busy``, ``parked``, ``early``, ``paused``,
+    ``no_account``, ``missing``)."""
+
+    outcome: str
+    wait_ms: int = 0
+    previous: str = ""
+    app_key: str = ""
+    stored_secret: str = field(default="", repr=False)
+    snapshot: dict[str, Any] = field(default_factory=dict)
+    clock_ms: int = 0
+    probing: bool = False
+
+
+@dataclass(frozen=True)
+class PollClaim:
+    """What ``poll`` decided for a signature: ``run`` (with the account's stored credentials),
+    ``throttled`` for ``wait_ms``, ``paused`` or ``no_account``."""
+
+    outcome: str
+    wait_ms: int = 0
+    app_key: str = ""
+    stored_secret: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
+class DueClaim:
+    """Signatures claimed for polling, when each was due, and Redis's clock at the claim."""
+
+    now_ms: int
+    members: list[str]
+    due_at: list[float]
+
+
+@dataclass(frozen=True)
+class ReapMoves:
+    """One reaper pass's moves into the outbox, and the outbox entries now due."""
+
+    expired_leases: int
+    probes: int
+    due: list[str]
+
+
 class Store:
     """One process's Redis connection and registered scripts."""
 
@@ -136,6 +185,45 @@ class Store:
         argv: list[Any] = [s.prefix, s.events_maxlen, int(s.outbox_grace_seconds * 1000), *args]
         return self._scripts[name](args=argv, client=pipe or self.redis)
 
+    def start(self, job_id: str, lease_ms: int, limits: RateLimits) -> Claim:
+        """Claim a job for a run (``lua/start.lua``)."""
+        reply = [text(x) for x in self.run("start", job_id, lease_ms, *_limits(limits))]
+        outcome = reply[0]
+        if outcome == "throttled":
+            return Claim(outcome, wait_ms=int(reply[1]))
+        if outcome != "run":
+            return Claim(outcome)
+        previous, app_key, secret, snapshot, clock, probing = reply[1:7]
+        return Claim(
+            outcome,
+            previous=previous,
+            app_key=app_key,
+            stored_secret=secret,
+            snapshot=json.loads(snapshot),
+            clock_ms=int(clock),
+            probing=probing == "1",
+        )
+
+    def poll(self, account: str, limits: RateLimits) -> PollClaim:
+        """Take a rate-limit token and read the credentials for one poll (``lua/poll.lua``)."""
+        reply = [text(x) for x in self.run("poll", account, *_limits(limits))]
+        if reply[0] == "throttled":
+            return PollClaim("throttled", wait_ms=int(reply[1]))
+        if reply[0] == "run":
+            return PollClaim("run", app_key=reply[1], stored_secret=reply[2])
+        return PollClaim(reply[0])
+
+    def claim_due(self, limit: int, hold_ms: int) -> DueClaim:
+        """Claim up to ``limit`` due signatures for ``hold_ms`` (``lua/claim.lua``)."""
+        now, *reply = texts(self.run("claim", limit, hold_ms))
+        return DueClaim(int(now), reply[0::2], [float(x) for x in reply[1::2]])
+
+    def reap(self, batch: int) -> ReapMoves:
+        """Move expired leases and due probes into the outbox; read what is due there
+        (``lua/reap.lua``)."""
+        expired, probes, *due = (text(x) for x in self.run("reap", batch))
+        return ReapMoves(int(expired), int(probes), due)
+
     def time_ms(self) -> int:
         """Redis's clock in ms: the one clock every process shares for deadlines."""
         seconds, micros = self.redis.time()
@@ -157,6 +245,10 @@ class Store:
         """Close the connection pool."""
         self.redis.close()
         self.raw.close()
+
+
+def _limits(limits: RateLimits) -> tuple[float, int, float, int]:
+    return (limits.rate, limits.burst, limits.account_rate, limits.account_burst)
 
 
 def _lua(name: str) -> str:

@@ -108,12 +108,11 @@ class Tracker:
 
     def claim_due(self, limit: int) -> list[str]:
         """Take up to ``limit`` due signatures for polling (``account:sign_id`` members)."""
-        now, *reply = texts(self.store.run("claim", limit, CLAIM_MS))
-        members, due_at = reply[0::2], reply[1::2]
+        claim = self.store.claim_due(limit, CLAIM_MS)
         lag = metrics().poll_lag
-        for score in due_at:
-            lag.observe(max(0.0, (int(now) - float(score)) / 1000))
-        return members
+        for due_at in claim.due_at:
+            lag.observe(max(0.0, (claim.now_ms - due_at) / 1000))
+        return claim.members
 
     def poll(self, members: list[str]) -> list[str]:
         """Poll each claimed signature and report what was seen; returns the outcomes."""
@@ -126,20 +125,16 @@ class Tracker:
     def poll_one(self, member: str) -> str:
         """Query one signature at the API and apply what came back."""
         account, sign_id = parse_member(member)
-        s = self.settings
-        reply = self.store.run(
-            "poll", account, s.rate_limit, s.rate_burst, s.account_rate_limit, s.account_rate_burst
-        )
-        kind = text(reply[0])
-        if kind == "no_account":
+        claim = self.store.poll(account, self.settings.rate_limits)
+        if claim.outcome == "no_account":
             self._forget(member)
-            return kind
-        if kind in ("paused", "throttled"):
-            wait = int(text(reply[1])) if kind == "throttled" else PAUSED_RETRY_MS
+            return claim.outcome
+        if claim.outcome in ("paused", "throttled"):
+            wait = claim.wait_ms if claim.outcome == "throttled" else PAUSED_RETRY_MS
             self._later(member, wait)
-            return kind
+            return claim.outcome
         try:
-            creds = self.accounts.credentials(account, text(reply[1]), text(reply[2]))
+            creds = self.accounts.credentials(account, claim.app_key, claim.stored_secret)
             signature = self.client.query(creds, sign_id)
         except InvalidSignId:
             return self.observe_gone(account, sign_id)
