@@ -10,7 +10,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from tests.system import System
-from worker.accounts import AccountError, Accounts, SecretBox
+from worker.accounts import AccountError, AccountExists, Accounts, SecretBox
 
 SECRET = "5e987ac6d2e04d95a9d8f0d1"
 
@@ -86,7 +86,7 @@ def test_bad_accounts_are_refused(
 def test_adding_twice_needs_replace(system: System) -> None:
     """An existing account is only changed on purpose."""
     system.runtime.accounts.add("acme", "k1", "s1")
-    with pytest.raises(AccountError, match="--replace"):
+    with pytest.raises(AccountExists, match="account acme exists"):
         system.runtime.accounts.add("acme", "k2", "s2")
     system.runtime.accounts.add("acme", "k2", "s2", replace=True)
     assert system.runtime.accounts.require("acme").app_key == "k2"

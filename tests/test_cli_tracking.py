@@ -61,7 +61,7 @@ def test_track_and_cleanup_dry_run(env: dict[str, str]) -> None:
     assert "0 candidate(s)" in dry.stdout  # statuses are not known before the first poll
     wrong = signq(env, "cleanup", "--older-than", "soon")
     assert wrong.returncode == 2
-    assert "--older-than must look like" in wrong.stderr
+    assert "--older-than: an age looks like" in wrong.stderr
 
 
 def test_scheduler_leads_and_resigns_on_sigterm(env: dict[str, str], redis_url: str) -> None:
@@ -121,3 +121,21 @@ def test_callbacks_command_serves_the_receiver(env: dict[str, str]) -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_cleanup_flags_are_named_by_the_command_line(env: dict[str, str]) -> None:
+    """The policy's own errors say what is wrong; the CLI names the flag that carried it."""
+    bad_age = signq(env, "cleanup", "--dry-run", "--older-than", "3w")
+    assert (bad_age.returncode, bad_age.stderr.strip()) == (
+        2,
+        "signq: --older-than: an age looks like 30d, 12h, 90m or 45s, got '3w'",
+    )
+    bad_status = signq(env, "cleanup", "--dry-run", "--status", "pending")
+    assert bad_status.stderr.strip() == (
+        "signq: --status: statuses may be approved and rejected only, got 'pending'"
+    )
+    again = run_cli(["accounts", "add", "acme", "--app-key", "k" * 24], env=env, stdin="s\n")
+    assert (
+        again.stderr.strip()
+        == "signq: account acme exists; use --replace to change its credentials"
+    )

@@ -29,6 +29,10 @@ class AccountError(ValueError):
     """An account operation that cannot be done; the message says why."""
 
 
+class AccountExists(AccountError):
+    """An account of that name is registered already."""
+
+
 class SecretKeyError(AccountError):
     """This process's SIGNQ_SECRET_KEY cannot open a stored secret: the process is set up
     wrong, not the account (nothing about the tenant is paused for it)."""
@@ -112,7 +116,7 @@ class Accounts:
         _check(name, app_key, master_secret)
         key = self.keys.account(name)
         if not replace and self.store.redis.exists(key):
-            raise AccountError(f"account {name} exists; use --replace to change its credentials")
+            raise AccountExists(f"account {name} exists")
         self.store.redis.hset(
             key,
             mapping={"app_key": app_key, "secret": self.box.seal(master_secret)},
@@ -152,7 +156,7 @@ class Accounts:
         """The account, or an error naming it."""
         account = self.get(name)
         if account is None:
-            raise AccountError(f"no account named {name!r}; add it with `signq accounts add`")
+            raise AccountError(f"no account named {name!r}")
         return account
 
     def all(self) -> list[Account]:

@@ -117,7 +117,7 @@ def parse_statuses(text: str) -> frozenset[int]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in _STATUS]
     if unknown or not names:
-        raise JobError(f"--status may hold approved and rejected, got {text!r}")
+        raise JobError(f"statuses may be approved and rejected only, got {text!r}")
     return frozenset(_STATUS[n] for n in names)
 
 
@@ -129,5 +129,5 @@ def parse_age(text: str) -> float:
         if unit not in units or value < 0:
             raise ValueError(text)
     except (ValueError, IndexError):
-        raise JobError(f"--older-than must look like 30d, 12h, 90m or 45s, got {text!r}") from None
+        raise JobError(f"an age looks like 30d, 12h, 90m or 45s, got {text!r}") from None
     return value * units[unit]

@@ -295,9 +295,7 @@ class Jobs:
         if spec.op not in OPERATIONS:
             raise JobError(f"op must be one of {', '.join(OPERATIONS)}, got {spec.op!r}")
         if spec.account not in known:
-            raise JobError(
-                f"account: no account named {spec.account!r}; add it with `signq accounts add`"
-            )
+            raise JobError(f"account: no account named {spec.account!r}")
         key = _check_key(spec.key)
         fields: dict[str, Any] = {"op": spec.op, "account": spec.account}
         content = ""

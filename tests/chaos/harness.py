@@ -197,10 +197,12 @@ class Processes:
         self.running.pop(name).wait(timeout=20)
 
     def stop(self, name: str, timeout: float = 30) -> int:
-        """SIGTERM, as a supervisor stops it; SIGKILL if it does not go in time."""
+        """SIGTERM to the process itself, as a container runtime stops it (it passes the signal
+        on to its own workers once: a second SIGTERM to them would mean "die now"); SIGKILL to
+        the group if it does not go in time."""
         process = self.running[name]
         with suppress(ProcessLookupError):
-            self.signal(name, signal.SIGTERM)
+            os.kill(process.pid, signal.SIGTERM)
         try:
             code = process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

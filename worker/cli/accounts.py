@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from worker.accounts import AccountError
+from worker.accounts import AccountError, AccountExists
 from worker.cli.common import CliError, read_secret, runtime
 from worker.runtime import Runtime
 from worker.settings import Settings, SettingsError
@@ -19,6 +19,8 @@ def accounts_add(args: argparse.Namespace, settings: Settings) -> int:
     rt = runtime(settings)
     try:
         rt.accounts.add(args.name, args.app_key, secret, replace=args.replace)
+    except AccountExists as exc:
+        raise CliError(f"{exc}; use --replace to change its credentials") from None
     except AccountError as exc:
         raise CliError(str(exc)) from None
     print(f"account {args.name} added" + (" (secret encrypted)" if settings.secret_key else ""))
@@ -30,6 +32,8 @@ def accounts_import(args: argparse.Namespace, settings: Settings) -> int:
     rt = runtime(settings)
     try:
         count = rt.accounts.import_csv(Path(args.file), replace=args.replace)
+    except AccountExists as exc:
+        raise CliError(f"{exc}; use --replace to change existing accounts") from None
     except AccountError as exc:
         raise CliError(str(exc)) from None
     print(f"{count} account(s) imported")

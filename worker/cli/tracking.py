@@ -87,13 +87,15 @@ def cleanup(args: argparse.Namespace, settings: Settings) -> int:
     from worker.cleanup import Cleanup, Policy, parse_age, parse_statuses  # noqa: PLC0415
 
     try:
-        policy = Policy(
-            older_than_seconds=parse_age(args.older_than),
-            statuses=parse_statuses(args.status),
-            accounts=frozenset(args.account) if args.account else None,
-        )
+        older_than = parse_age(args.older_than)
     except JobError as exc:
-        raise CliError(str(exc)) from None
+        raise CliError(f"--older-than: {exc}") from None
+    try:
+        statuses = parse_statuses(args.status)
+    except JobError as exc:
+        raise CliError(f"--status: {exc}") from None
+    accounts = frozenset(args.account) if args.account else None
+    policy = Policy(older_than_seconds=older_than, statuses=statuses, accounts=accounts)
     report = Cleanup(runtime(settings)).run(policy, dry_run=args.dry_run)
     verb = "would delete" if args.dry_run else "deleting"
     for tracked in report.candidates:
