@@ -113,7 +113,8 @@ def test_transient_errors_past_the_budget_fail_the_job(
         job = system.runtime.jobs.query(account, 1).job_id
         with pytest.raises(RetryLater):
             system.drain()
-        time.sleep(0.01)
+        store = system.runtime.store
+        store.redis.hset(store.keys.job(job), mapping={"first_failure_at": 1, "run_at": 0})
         system.sent.append(job)
         assert system.drain() == ["failed"]
         message = system.runtime.jobs.require(job).error["message"]  # type: ignore[index]
@@ -153,6 +154,12 @@ def _emulator_secret(system: System, app_key: str) -> str:
     return creds.master_secret
 
 
+def probe_now(system: System, account: str) -> None:
+    """Let the account's probe come due, as its back-off would (no sleeping)."""
+    store = system.runtime.store
+    assert store.redis.zadd(store.keys.probes(), {account: 0}, xx=True, ch=True) == 1
+
+
 def test_external_audit_blocks_the_account_and_is_probed(system: System) -> None:
     """50103 with no uncertainty: blocked, the job stays at the head and is probed until free."""
     account = system.tenant()
@@ -165,11 +172,11 @@ def test_external_audit_blocks_the_account_and_is_probed(system: System) -> None
     keys = system.runtime.store.keys
     assert system.runtime.store.redis.zscore(keys.probes(), account) is not None
     assert system.runtime.store.redis.get(keys.gate(account)) == job
-    time.sleep(0.25)
+    probe_now(system, account)
     assert system.runtime.reaper.tick().probes == 1
     assert system.drain() == ["blocked"]
     system.admin.force(outside, status=1)
-    time.sleep(0.45)
+    probe_now(system, account)
     system.runtime.reaper.tick()
     assert system.drain() == ["pending_audit"]
     assert kinds(system, account) == [
@@ -271,7 +278,8 @@ def test_uncertain_create_too_old_to_retry_is_unconfirmed_without_a_request(
         job = system.runtime.jobs.create(account, "太久了").job_id
         system.sent.clear()
         system.runtime.store.run("start", job, 0, 0, 1, 0, 1)
-        time.sleep(0.01)
+        # The interrupted attempt began long ago (its window of 0 s is long past).
+        system.runtime.store.redis.hset(system.runtime.store.keys.job(job), "attempt_at", 1)
         system.runtime.reaper.tick()
         assert system.drain() == ["unconfirmed"]
         assert requests(system.admin, system.app_key(account), "create") == {}

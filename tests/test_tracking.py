@@ -46,7 +46,7 @@ def test_poll_sees_the_approval_publishes_once_and_hands_the_gate_on(system: Sys
     system.drain()
     sign_id = system.runtime.jobs.require(first).sign_id or 0
     scheduler = inline_scheduler(system)
-    time.sleep(0.06)
+    due_now(system)
     assert scheduler.tick().due == 1
     assert system.state(first) == "pending_audit"
     system.admin.force(sign_id, status=1)
