@@ -37,8 +37,8 @@ from worker import actors, events, onboarding
 from worker.broker import build_broker
 from worker.callbacks import build_app
 from worker.emulator.server import EmulatorAdmin, ThreadedServer, free_port
-from worker.jobs import JobSpec
 from worker.jsms import Credentials, JsmsClient, SignRequest
+from worker.records import JobSpec
 from worker.runtime import Runtime
 from worker.scheduler import Scheduler
 from worker.settings import Settings

@@ -12,8 +12,8 @@ from tests.helpers import PNG, png
 from tests.system import System, isolated_settings
 from worker.broker import BrokerDispatcher, build_broker
 from worker.emulator import EmulatorAdmin, EmulatorServer
-from worker.jobs import JobError, JobSpec
 from worker.jsms import Image, ValidationError
+from worker.records import JobError, JobSpec
 from worker.runtime import Runtime
 
 

@@ -31,8 +31,8 @@ from worker.cleanup import Cleanup, Policy
 from worker.embedded_redis import EmbeddedRedis, EmbeddedRedisError, find_redis_server
 from worker.emulator import AuditRules, Emulator, EmulatorAdmin, EmulatorConfig, EmulatorServer
 from worker.emulator.server import ThreadedServer
-from worker.jobs import TERMINAL, JobSpec, Submitted
 from worker.jsms import Image, SignRequest
+from worker.records import TERMINAL, JobSpec, Submitted
 from worker.runtime import Runtime
 from worker.settings import Settings, masked_url
 

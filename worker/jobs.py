@@ -1,4 +1,4 @@
-"""Jobs: the records, the producer API and the operator's actions on them.
+"""Jobs: the producer API and the operator's actions on jobs (the record is ``worker.records``).
 
 A producer call validates everything first (the client's content rules, the account, the sign
 id, the key), stores images once by content hash, and then accepts the job in one atomic script
@@ -14,7 +14,6 @@ import json
 import os
 import secrets
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -25,138 +24,21 @@ from worker.dispatch import Dispatcher
 from worker.jsms.errors import ValidationError
 from worker.jsms.models import Image, SignRequest, validate_request, validate_sign_id
 from worker.metrics import metrics
+from worker.records import (
+    GATED,
+    OPERATIONS,
+    STATES,
+    JobError,
+    JobRecord,
+    JobSpec,
+    Submitted,
+    retention_ms,
+    submitted_change,
+)
 from worker.store import Change, Store, fields, text, texts
 
-OPERATIONS = ("create", "modify", "delete", "query")
-GATED = frozenset({"create", "modify"})
-STATES = (
-    "queued",
-    "parked",
-    "submitting",
-    "pending_audit",
-    "approved",
-    "rejected",
-    "deleted",
-    "failed",
-    "unconfirmed",
-    "cancelled",
-)
-TERMINAL = frozenset({"approved", "rejected", "deleted", "failed", "cancelled"})
 MAX_KEY_CHARS = 200
 ImageLike = Image | bytes | bytearray | str | os.PathLike[str]
-
-
-class JobError(ValueError):
-    """A job operation that cannot be done; the message says why."""
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    """What a producer asks for."""
-
-    op: str
-    account: str
-    request: SignRequest | None = None
-    sign_id: int | None = None
-    key: str | None = None
-    cleanup: bool = False
-
-
-@dataclass(frozen=True)
-class Submitted:
-    """The answer to a submission: the job id, its state, and whether it already existed."""
-
-    job_id: str
-    state: str
-    duplicate: bool
-
-
-@dataclass(frozen=True)
-class JobRecord:
-    """A job as stored (never holding a secret)."""
-
-    id: str
-    op: str
-    account: str
-    state: str
-    sign: str | None
-    type: int | None
-    remark: str | None
-    images: tuple[tuple[str, str], ...]
-    sign_id: int | None
-    key: str | None
-    attempts: int
-    uncertain: bool
-    waiting_for: str | None
-    error: dict[str, Any] | None
-    result: dict[str, Any] | None
-    created_at: int
-    updated_at: int
-    finished_at: int | None
-    raw: dict[str, str]
-
-    @property
-    def gated(self) -> bool:
-        """True for submissions, which hold the account's audit gate."""
-        return self.op in GATED
-
-    @property
-    def terminal(self) -> bool:
-        """True once nothing more will happen to the job."""
-        return self.state in TERMINAL or self.finished_at is not None
-
-    def ms(self, name: str) -> int | None:
-        """A millisecond timestamp field, if set."""
-        value = self.raw.get(name)
-        return int(float(value)) if value else None
-
-    @classmethod
-    def from_hash(cls, data: dict[str, str]) -> JobRecord:
-        """Parse a job hash."""
-        return cls(
-            id=data["id"],
-            op=data["op"],
-            account=data["account"],
-            state=data["state"],
-            sign=data.get("sign") or None,
-            type=int(data["type"]) if data.get("type") else None,
-            remark=data.get("remark") or None,
-            images=tuple(tuple(pair) for pair in json.loads(data.get("images") or "[]")),
-            sign_id=int(data["sign_id"]) if data.get("sign_id") else None,
-            key=data.get("key") or None,
-            attempts=int(data.get("attempts") or 0),
-            uncertain=data.get("uncertain") == "1",
-            waiting_for=data.get("waiting_for") or None,
-            error=json.loads(data["error"]) if data.get("error") else None,
-            result=json.loads(data["result"]) if data.get("result") else None,
-            created_at=int(float(data.get("created_at") or 0)),
-            updated_at=int(float(data.get("updated_at") or 0)),
-            finished_at=int(float(data["finished_at"])) if data.get("finished_at") else None,
-            raw=data,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """The record as `signq jobs show --json` prints it."""
-        return {
-            "id": self.id,
-            "op": self.op,
-            "account": self.account,
-            "state": self.state,
-            "waiting_for": self.waiting_for,
-            "sign": self.sign,
-            "type": self.type,
-            "remark": self.remark,
-            "images": [name for _, name in self.images],
-            "sign_id": self.sign_id,
-            "key": self.key,
-            "attempts": self.attempts,
-            "uncertain": self.uncertain,
-            "error": self.error,
-            "result": self.result,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-            "finished_at": self.finished_at,
-        }
 
 
 class Jobs:
@@ -447,39 +329,6 @@ class Jobs:
             self.dispatch.jobs([applied.next_job])
 
 
-def submitted_change(record: JobRecord, sign_id: int, first_poll_seconds: float) -> Change:
-    """The change that records a submission the API accepted: pending audit, tracked, event."""
-    return Change(
-        id=record.id,
-        from_=["submitting"],
-        to="pending_audit",
-        set={"sign_id": str(sign_id), "uncertain": "", "error": "", "waiting_for": ""},
-        lease_clear=True,
-        unblock=events.make("account.resumed", record.account, reason="external audit cleared"),
-        track={
-            "sign_id": str(sign_id),
-            "due_in": int(first_poll_seconds * 1000),
-            "fields": {
-                "sign": record.sign or "",
-                "status": 0,
-                "use_status": 0,
-                "job_id": record.id,
-            },
-        },
-        events=[
-            events.make(
-                "signature.submitted",
-                record.account,
-                job_id=record.id,
-                op=record.op,
-                sign_id=sign_id,
-                sign=record.sign,
-                status=0,
-            )
-        ],
-    )
-
-
 @cache
 def _event_counters() -> tuple[Any, Any]:
     """The accepted and parked event counters, looked up once (submission is a hot loop)."""
@@ -510,11 +359,6 @@ def as_images(values: Iterable[ImageLike]) -> tuple[Image, ...]:
                 f"item {index} must be an Image, bytes or a file path, got {type(value).__name__}",
             )
     return tuple(images)
-
-
-def retention_ms(days: float) -> int:
-    """A retention in days, in milliseconds."""
-    return int(days * 86_400_000)
 
 
 def _check_key(key: str | None) -> str:

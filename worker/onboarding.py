@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from worker.files import FileProblem, csv_rows, read_text
-from worker.jobs import TERMINAL, JobSpec, Submitted
 from worker.jsms.errors import ValidationError
 from worker.jsms.models import Image, SignRequest, validate_request
+from worker.records import TERMINAL, JobSpec, Submitted
 from worker.runtime import Runtime
 from worker.store import text
 

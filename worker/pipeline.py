@@ -30,7 +30,7 @@ import structlog
 
 from worker.accounts import AccountError, Accounts, SecretKeyError
 from worker.dispatch import Dispatcher
-from worker.jobs import JobRecord, Jobs
+from worker.jobs import Jobs
 from worker.jsms.client import JsmsClient
 from worker.jsms.credentials import Credentials
 from worker.jsms.errors import (
@@ -45,6 +45,7 @@ from worker.jsms.errors import (
 from worker.jsms.models import Image, SignRequest, Status
 from worker.leases import Leases
 from worker.metrics import metrics
+from worker.records import JobRecord
 from worker.store import Store
 from worker.transitions import Transitions
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from worker.dispatch import Dispatcher
-from worker.jobs import TERMINAL, retention_ms
+from worker.records import TERMINAL, retention_ms
 from worker.store import Store, texts
 
 log = structlog.get_logger(__name__)

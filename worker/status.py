@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from worker.broker import track_queue
-from worker.jobs import STATES
 from worker.keys import parse_member
+from worker.records import STATES
 from worker.runtime import Runtime
 from worker.store import fields, text, texts
 

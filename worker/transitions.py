@@ -18,10 +18,10 @@ import structlog
 
 from worker import events
 from worker.dispatch import Dispatcher
-from worker.jobs import JobRecord, retention_ms, submitted_change
 from worker.jsms.errors import AuditPending, JsmsError
 from worker.keys import member
 from worker.metrics import metrics
+from worker.records import JobRecord, retention_ms, submitted_change
 from worker.store import Applied, Change, Store, text
 
 log = structlog.get_logger(__name__)

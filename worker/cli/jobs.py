@@ -10,9 +10,9 @@ from typing import Any
 
 from worker.accounts import AccountError
 from worker.cli.common import CliError, iso, runtime
-from worker.jobs import JobError, JobRecord, Submitted
 from worker.jsms.errors import ValidationError
 from worker.jsms.models import Image
+from worker.records import JobError, JobRecord, Submitted
 from worker.settings import Settings
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from worker.accounts import AccountError
 from worker.cli.common import CliError, iso, runtime
-from worker.jobs import JobError
 from worker.jsms.errors import ValidationError
 from worker.jsms.models import validate_sign_id
+from worker.records import JobError
 from worker.settings import Settings, masked_url
 
 _STREAM_ID = re.compile(r"[0-9]{1,20}(-[0-9]{1,20})?")
