@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from worker.emulator.app import Emulator, EmulatorConfig
+from worker.emulator.app import Emulator
+from worker.emulator.config import EmulatorConfig
 from worker.emulator.server import EmulatorAdmin, EmulatorServer
 from worker.emulator.world import AuditRules
 

@@ -1,4 +1,5 @@
-"""The emulator's HTTP face: the JSMS signature endpoints, audit callbacks and an admin API.
+"""The emulator's HTTP face: the JSMS signature endpoints and audit callbacks (the admin API is
+``worker.emulator.admin``).
 
 API paths behave like the real service (``/v1/sign``, ``/v1/sign/{sign_id}``); everything for
 tests and operators lives under ``/_emulator/`` and is never reachable through the API paths.
@@ -18,7 +19,6 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -31,15 +31,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from worker.emulator.faults import FaultRule, Faults, FaultSpecError
-from worker.emulator.world import Account, ApiFault, AuditRules, Sig, SignFields, World
+from worker.emulator.admin import AdminRoutes
+from worker.emulator.config import EmulatorConfig
+from worker.emulator.faults import FaultRule, Faults
+from worker.emulator.world import Account, ApiFault, Sig, SignFields, World
 from worker.jsms.callback import SMS_SIGN, callback_signature
 from worker.jsms.credentials import Credentials
 from worker.jsms.errors import ValidationError
 from worker.jsms.models import (
-    DEFAULT_MAX_IMAGE_BYTES,
     MAX_IMAGES,
-    Status,
     image_kind,
     validate_remark,
     validate_sign,
@@ -55,19 +55,7 @@ CALLBACK_RETRY_DELAYS = (180.0, 3600.0, 43200.0)
 _DROP_LOG = "ASGI callable returned without completing response."
 
 
-@dataclass(frozen=True)
-class EmulatorConfig:
-    """Start-up options of the emulator."""
-
-    rules: AuditRules = field(default_factory=AuditRules)
-    fault_seed: int = 0
-    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
-    callback_time_scale: float = 1 / 600
-    tick_seconds: float = 0.02
-    admin_token: str | None = None
-
-
-class Emulator:
+class Emulator(AdminRoutes):
     """World state, faults and callback delivery behind one Starlette app."""
 
     def __init__(self, config: EmulatorConfig | None = None) -> None:
@@ -79,17 +67,7 @@ class Emulator:
         self._http: httpx.AsyncClient | None = None
         self.app = Starlette(
             routes=[
-                Route("/_emulator/health", self._health),
-                Route("/_emulator/accounts", self._accounts, methods=["GET", "POST"]),
-                Route("/_emulator/accounts/{app_key}/signatures", self._account_signatures),
-                Route("/_emulator/stats", self._stats),
-                Route("/_emulator/faults", self._faults, methods=["GET", "POST"]),
-                Route("/_emulator/rules", self._rules, methods=["GET", "PUT"]),
-                Route(
-                    "/_emulator/signatures/{sign_id:int}",
-                    self._signature,
-                    methods=["GET", "POST"],
-                ),
+                *self.admin_routes(),
                 Route("/{path:path}", self._api, methods=list(_METHODS)),
             ],
             lifespan=self._lifespan,
@@ -276,142 +254,6 @@ class Emulator:
         hashes = tuple(hashlib.sha256(data).hexdigest() for data in present)
         return SignFields(sign=sign, type=sign_type, remark=remark, image_hashes=hashes)
 
-    def _authorized(self, request: Request) -> bool:
-        token = self.config.admin_token
-        return token is None or secrets.compare_digest(
-            request.headers.get("x-emulator-token", ""), token
-        )
-
-    async def _health(self, request: Request) -> Response:
-        return JSONResponse({"ok": True})
-
-    async def _accounts(self, request: Request) -> Response:
-        if not self._authorized(request):
-            return _admin_error(403, "admin token required")
-        if request.method == "GET":
-            return JSONResponse({"accounts": sorted(self.world.accounts)})
-        payload = await _json_body(request)
-        specs = payload if isinstance(payload, list) else [payload]
-        added = []
-        for spec in specs:
-            if (
-                not isinstance(spec, dict)
-                or not spec.get("app_key")
-                or not spec.get("master_secret")
-            ):
-                return _admin_error(400, "each account needs app_key and master_secret")
-            callback_url = spec.get("callback_url")
-            if callback_url and spec.get("verify_callback", True):
-                problem = await self._verify_callback_url(str(callback_url))
-                if problem:
-                    return _admin_error(400, problem)
-            account = self.add_account(
-                str(spec["app_key"]),
-                str(spec["master_secret"]),
-                sms_enabled=bool(spec.get("sms_enabled", True)),
-                callback_url=str(callback_url) if callback_url else None,
-                audit_delay=None if spec.get("audit_delay") is None else float(spec["audit_delay"]),
-            )
-            added.append(account.app_key)
-        return JSONResponse({"added": added})
-
-    async def _account_signatures(self, request: Request) -> Response:
-        if not self._authorized(request):
-            return _admin_error(403, "admin token required")
-        ids = self.world.by_account.get(request.path_params["app_key"], set())
-        return JSONResponse({"sign_ids": sorted(ids)})
-
-    async def _verify_callback_url(self, url: str) -> str | None:
-        """The API owner's check: GET with an 8-character echostr that must come back as is."""
-        assert self._http is not None  # noqa: S101 - set by the lifespan
-        echostr = secrets.token_hex(4)
-        try:
-            response = await self._http.get(url, params={"echostr": echostr})
-        except httpx.HTTPError as exc:
-            return f"callback URL unreachable: {exc}"
-        if response.status_code != 200 or response.text != echostr:
-            return f"callback URL did not echo echostr (HTTP {response.status_code})"
-        return None
-
-    async def _stats(self, request: Request) -> Response:
-        if not self._authorized(request):
-            return _admin_error(403, "admin token required")
-        stats = self.world.stats(request.query_params.get("app_key"))
-        stats["callbacks"] = dict(self.callbacks)
-        return JSONResponse(stats)
-
-    async def _faults(self, request: Request) -> Response:
-        if not self._authorized(request):
-            return _admin_error(403, "admin token required")
-        if request.method == "GET":
-            plans = {k: [r.to_dict() for r in v] for k, v in self.faults.plans.items()}
-            return JSONResponse({"plans": plans})
-        payload = await _json_body(request)
-        if not isinstance(payload, dict) or not isinstance(payload.get("rules", []), list):
-            return _admin_error(400, "body must be {'app_key': ..., 'rules': [...]}")
-        try:
-            rules = [FaultRule.from_dict(spec) for spec in payload.get("rules", [])]
-        except FaultSpecError as exc:
-            return _admin_error(400, str(exc))
-        self.faults.set_plan(str(payload.get("app_key", "*")), rules)
-        return JSONResponse({"rules": [r.to_dict() for r in rules]})
-
-    async def _rules(self, request: Request) -> Response:
-        if not self._authorized(request):
-            return _admin_error(403, "admin token required")
-        if request.method == "PUT":
-            payload = await _json_body(request)
-            try:
-                self.world.rules = replace(self.world.rules, **payload)
-            except TypeError as exc:
-                return _admin_error(400, f"unknown rule: {exc}")
-        rules = self.world.rules
-        return JSONResponse(
-            {
-                "audit_delay": rules.audit_delay,
-                "approval_rate": rules.approval_rate,
-                "in_use_rate": rules.in_use_rate,
-                "seed": rules.seed,
-                "default_signatures": rules.default_signatures,
-            }
-        )
-
-    async def _signature(self, request: Request) -> Response:
-        """Admin view of a signature; POST forces its audit result or use status."""
-        if not self._authorized(request):
-            return _admin_error(403, "admin token required")
-        sig = self.world.signatures.get(int(request.path_params["sign_id"]))
-        if sig is None:
-            return _admin_error(404, "no such signature")
-        if request.method == "POST":
-            payload = await _json_body(request)
-            status = Status(int(payload.get("status", sig.status)))
-            use_status = payload.get("use_status")
-            self.world.resolve(
-                sig,
-                status,
-                use_status=None if use_status is None else int(use_status),
-                reason=payload.get("reason"),
-            )
-            if "status" in payload and status is not Status.PENDING:
-                self._announce(sig)
-        account = self.world.accounts[sig.app_key]
-        return JSONResponse(
-            {
-                "sign_id": sig.sign_id,
-                "app_key": sig.app_key,
-                "sign": sig.sign,
-                "type": sig.type,
-                "remark": sig.remark,
-                "images": len(sig.image_hashes),
-                "status": int(sig.status),
-                "use_status": sig.use_status,
-                "is_default": account.default_sign_id == sig.sign_id,
-                "refuse_reason": sig.refuse_reason,
-                "resolved_at": sig.resolved_wall,
-            }
-        )
-
 
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 
@@ -455,17 +297,6 @@ async def _read_upload(value: str | UploadFile | None) -> bytes:
     if isinstance(value, UploadFile):
         return await value.read()
     return b""
-
-
-async def _json_body(request: Request) -> Any:
-    try:
-        return await request.json()
-    except ValueError:
-        return {}
-
-
-def _admin_error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
 
 
 def _fault_response(fault: FaultRule) -> Response:
