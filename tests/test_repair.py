@@ -330,3 +330,17 @@ def _attempt(system: System, reply: list[Any]) -> Any:
     creds = system.runtime.accounts.credentials(json.loads(snapshot)["account"], app_key, secret)
     job = JobRecord.from_hash(json.loads(snapshot))
     return Attempt(job, creds, previous, int(clock), system.clock, system.clock())
+
+
+def test_a_settled_job_left_in_the_outbox_is_cleaned_by_its_next_delivery(system: System) -> None:
+    """A frozen run that records its outcome after the reaper re-sent its job leaves the job in
+    the outbox; the re-sent message finds it settled and takes it out, so it is not sent again
+    every redelivery period."""
+    account = system.tenant()
+    job = system.runtime.jobs.create(account, "已经完成").job_id
+    assert system.drain() == ["pending_audit"]
+    store = system.runtime.store
+    store.redis.zadd(store.keys.outbox(), {job: 0})  # what the reaper's lease move left
+    assert system.runtime.reaper.tick().jobs == [job]
+    assert system.drain() == ["settled"]
+    assert outbox_due(system, job) is None

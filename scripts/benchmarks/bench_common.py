@@ -25,7 +25,7 @@ from worker.jsms import Credentials
 from worker.runtime import Runtime
 from worker.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 PNG_HEADER = bytes.fromhex("89504e470d0a1a0a")

@@ -15,8 +15,11 @@ end
 local account = redis.call('HGET', jk, 'account')
 if s.to then
   set_state(id, state, s.to)
-  -- Only a job waiting for a message belongs in the outbox; a retry re-enters it below.
-  if s.to ~= 'queued' then redis.call('ZREM', K.outbox(), id) end
+  -- Only a job waiting for a message belongs in the outbox (a run's start took it out); a
+  -- retry re-enters it below.
+  if s.to ~= 'queued' and (state == 'queued' or state == 'parked') then
+    redis.call('ZREM', K.outbox(), id)
+  end
 end
 if s.set then
   for k, v in pairs(s.set) do

@@ -39,7 +39,8 @@ local function finish(to)
   nxt = release(s.account, job) or ''
   finish_job(job, s.account, s.retention)
   -- The last settled create of a probing account has resolved: nothing unknown is pending.
-  if redis.call('SCARD', K.unconfirmed(s.account)) == 0
+  if redis.call('HEXISTS', K.account(s.account), 'probing') == 1
+      and redis.call('SCARD', K.unconfirmed(s.account)) == 0
       and redis.call('GET', K.gate(s.account)) ~= job then
     redis.call('HDEL', K.account(s.account), 'probing')
   end
@@ -70,7 +71,8 @@ if rec.status ~= status then
 end
 if status == '2' and reason then redis.call('HSET', sk, 'refuse_reason', reason) end
 if s.is_default ~= nil and s.is_default ~= cjson.null then
-  redis.call('HSET', sk, 'is_default', s.is_default and '1' or '0')
+  local default = s.is_default and '1' or '0'
+  if rec.is_default ~= default then redis.call('HSET', sk, 'is_default', default) end
 end
 local use = s.use_status
 if use == nil or use == cjson.null then use = rec.use_status else use = tostring(use) end

@@ -7,6 +7,8 @@ local job = hgetall(jk)
 local state = job.state
 if not state then return {'missing'} end
 if TERMINAL[state] or state == 'pending_audit' or state == 'unconfirmed' or job.finished_at then
+  -- A settled job never needs a message: whatever sent this one leaves no outbox entry behind.
+  redis.call('ZREM', K.outbox(), id)
   return {'settled', state}
 end
 local lease = redis.call('ZSCORE', K.inflight(), id)
@@ -41,7 +43,7 @@ end
 redis.call('ZADD', K.inflight(), NOW + tonumber(ARGV[5]), id)
 redis.call('HINCRBY', jk, 'attempts', 1)
 redis.call('HSET', jk, 'attempt_at', NOW)
-redis.call('HDEL', jk, 'run_at')
+if job.run_at then redis.call('HDEL', jk, 'run_at') end
 set_state(id, state, 'submitting')
 return {'run', state, account.app_key, account.secret or '', cjson.encode(job), tostring(NOW),
         account.probing or ''}
