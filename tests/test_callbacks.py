@@ -292,3 +292,22 @@ def test_a_kept_result_the_api_could_not_match_is_matched_by_the_reaper(
     assert (record.state, record.sign_id) == ("approved", sign_id)
     store = system.runtime.store
     assert not store.redis.sismember(store.keys.orphaned(), account)
+
+
+def test_a_push_the_receiver_cannot_verify_for_want_of_its_key_is_503(
+    receiver: ThreadedServer, system: System
+) -> None:
+    """When the receiver's SIGNQ_SECRET_KEY cannot open the account's secret, the fault is
+    ours: 503, so the API pushes again later, and the tenant is not called a forger."""
+    from cryptography.fernet import Fernet  # noqa: PLC0415
+
+    from worker.accounts import Accounts, SecretBox  # noqa: PLC0415
+
+    account = system.tenant()
+    form = push(system, account, {"signId": 1, "status": 1})
+    creds = system.credentials(account)
+    sealed = Accounts(system.runtime.store, SecretBox(Fernet.generate_key().decode()))
+    sealed.add(account, creds.app_key, creds.master_secret, replace=True)
+    response = httpx.post(f"{receiver.url}/callbacks/{account}", data=form)
+    assert (response.status_code, response.json()) == (503, {"result": "unavailable"})
+    assert system.runtime.accounts.require(account).status == "active"

@@ -11,9 +11,22 @@ from pathlib import Path
 
 from tests.system import System
 from worker.emulator.server import load_accounts
+from worker.jsms.models import Status
 from worker.testing import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def audited(system: System, account: str, sign: str, status: Status) -> int:
+    """A create run to pending audit, its audit resolved at the API and seen by a poll; returns
+    the sign id."""
+    job = system.runtime.jobs.create(account, sign).job_id
+    system.drain()
+    sign_id = system.runtime.jobs.require(job).sign_id or 0
+    system.admin.force(sign_id, status=int(status))
+    system.runtime.tracker.poll_one(f"{account}:{sign_id}")
+    system.drain()
+    return sign_id
 
 
 def readme_consumer() -> str:
@@ -31,12 +44,7 @@ def test_the_readme_consumer_enables_on_approval_and_resubmits_a_fix(
     replayed), an approval enables the tenant, a rejection with a known fix is resubmitted as
     a modify once, and Ctrl-C stops it cleanly, without a traceback."""
     account = system.tenant()
-    old = system.runtime.jobs.create(account, "旧的PASS").job_id
-    system.drain()
-    old_id = system.runtime.jobs.require(old).sign_id or 0
-    system.admin.force(old_id, status=1)
-    system.runtime.tracker.poll_one(f"{account}:{old_id}")
-    system.drain()
+    audited(system, account, "旧的PASS", Status.APPROVED)
     script = tmp_path / "consumer.py"
     script.write_text(
         readme_consumer().replace(
@@ -64,17 +72,8 @@ def test_the_readme_consumer_enables_on_approval_and_resubmits_a_fix(
             ),
             what="the consumer's group",
         )
-        good = system.runtime.jobs.create(account, "好的PASS").job_id
-        system.drain()
-        good_id = system.runtime.jobs.require(good).sign_id or 0
-        system.admin.force(good_id, status=1)
-        system.runtime.tracker.poll_one(f"{account}:{good_id}")
-        system.drain()
-        bad = system.runtime.jobs.create(account, "坏的").job_id
-        system.drain()
-        bad_id = system.runtime.jobs.require(bad).sign_id or 0
-        system.admin.force(bad_id, status=2)
-        system.runtime.tracker.poll_one(f"{account}:{bad_id}")
+        audited(system, account, "好的PASS", Status.APPROVED)
+        bad_id = audited(system, account, "坏的", Status.REJECTED)
         wait_for(
             lambda: any(r.op == "modify" for r in system.runtime.jobs.find(account=account)),
             what="the resubmission",
