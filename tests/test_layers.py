@@ -112,3 +112,37 @@ def test_the_core_never_imports_the_command_line() -> None:
             continue
         wrong = {t for t in targets if t in people or t.startswith("worker.cli.")}
         assert not wrong, f"{name} imports {sorted(wrong)}"
+
+
+def test_importing_the_package_has_no_side_effects() -> None:
+    """Importing every module of the package (the actors included) sets no global broker,
+    configures no logging and reads no environment: a fresh interpreter with a broken
+    environment imports them all and finds Dramatiq's global broker and the root logger as
+    they were."""
+    import os  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    modules = sorted(
+        ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        for path in PACKAGE.rglob("*.py")
+        if path.name != "__main__.py"
+    )
+    probe = (
+        "import importlib, logging, dramatiq.broker\n"
+        f"for name in {modules!r}: importlib.import_module(name)\n"
+        "assert dramatiq.broker.global_broker is None, 'a global broker was set'\n"
+        "assert not logging.getLogger().handlers, 'logging was configured'\n"
+        "print('clean', len(" + repr(modules) + "))\n"
+    )
+    env = {**os.environ, "SIGNQ_REDIS_URL": "not a url", "SIGNQ_LOG_LEVEL": "nonsense"}
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("clean ")

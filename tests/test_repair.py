@@ -278,7 +278,7 @@ def test_the_runtime_is_built_before_the_first_message() -> None:
     saved = actors._runtime
     actors.set_runtime(None)
     try:
-        actors.Boot().before_worker_boot(actors.broker, None)
+        actors.Boot().before_worker_boot(actors.setup(), None)
         assert actors._runtime is not None
         actors._runtime.close()
     finally:

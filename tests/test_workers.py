@@ -98,7 +98,7 @@ def test_a_crash_after_the_hand_off_before_the_enqueue_loses_nothing(
 def test_a_killed_worker_process_loses_no_job_and_blocks_no_account(
     emulator_server: EmulatorServer, admin: EmulatorAdmin, tmp_path: object
 ) -> None:
-    """SIGKILL a `dramatiq worker.actors` process while its create waits for the API's answer.
+    """SIGKILL a `dramatiq worker.actors:setup` process while its create waits for the API's answer.
     The lease runs out, the reaper re-sends the job, a new worker (`signq worker`) finds the
     create may have gone through, retries through the gate, and settles it as unconfirmed: no
     duplicate, no job lost. The account's next job takes the gate at once and finds the unknown
@@ -161,7 +161,7 @@ def test_a_killed_worker_process_loses_no_job_and_blocks_no_account(
 
 
 def _spawn_worker(env: dict[str, str], *, via_signq: bool = False) -> subprocess.Popen[bytes]:
-    """`dramatiq worker.actors`, or `signq worker`: the same worker either way."""
+    """`dramatiq worker.actors:setup`, or `signq worker`: the same worker either way."""
     if via_signq:
         argv = [sys.executable, "-m", "worker", "worker", "--processes", "1", "--threads", "2"]
     else:
@@ -169,7 +169,7 @@ def _spawn_worker(env: dict[str, str], *, via_signq: bool = False) -> subprocess
             sys.executable,
             "-m",
             "dramatiq",
-            "worker.actors",
+            "worker.actors:setup",
             "--processes",
             "1",
             "--threads",

@@ -1,7 +1,9 @@
-"""Dramatiq actors: thin, taking ids, calling the pipeline. ``dramatiq worker.actors`` works.
+"""Dramatiq actors: thin, taking ids, calling the pipeline.
 
-Importing this module builds the broker from the environment and makes it Dramatiq's global
-broker, as Dramatiq's own CLI expects.
+Importing this module does nothing but define them: no environment read, no logging set up, no
+global broker. ``setup()`` builds the broker from the environment and declares the actors on it,
+once per process — Dramatiq's CLI calls it (``dramatiq worker.actors:setup``), as it calls a
+broker-setup callable; embedders and tests ``declare()`` the actors on a broker of their own.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from worker.settings import Settings
 log = structlog.get_logger(__name__)
 UNEXPECTED_ERROR_RETRIES = 5
 _runtime: Runtime | None = None
-_runtime_lock = threading.Lock()
+_broker: Broker | None = None
+_settings: Settings | None = None
+_lock = threading.RLock()
 # Redis not answering (a restart, a failover): the work is owned by state in Redis (the outbox,
 # a lease, the due set), so a message that meets this is retried or dropped, never dead-lettered.
 _REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
@@ -35,9 +39,11 @@ def runtime() -> Runtime:
     message; worker threads never race to build it)."""
     global _runtime  # noqa: PLW0603 - one runtime per worker process
     if _runtime is None:
-        with _runtime_lock:
+        with _lock:
             if _runtime is None:
-                _runtime = Runtime.build(SETTINGS, broker=broker)
+                broker = setup()
+                assert _settings is not None  # noqa: S101 - setup() set it
+                _runtime = Runtime.build(_settings, broker=broker)
     return _runtime
 
 
@@ -56,15 +62,27 @@ class Boot(Middleware):
         metrics.metrics()
 
 
-SETTINGS = Settings.from_env()
-logs.configure(SETTINGS.log_level, SETTINGS.log_format)
-broker = build_broker(SETTINGS)
-if metrics.prepare_worker(SETTINGS):
-    from dramatiq.middleware.prometheus import Prometheus  # after prepare_worker, by design
+def setup() -> Broker:
+    """This process's broker, built from the environment on the first call: logging set up,
+    the metrics middleware when metrics are on, the boot middleware, the actors declared, and
+    the broker made Dramatiq's global one. ``dramatiq worker.actors:setup`` calls it in each
+    worker process."""
+    global _broker, _settings
+    with _lock:
+        if _broker is None:
+            settings = Settings.from_env()
+            logs.configure(settings.log_level, settings.log_format)
+            broker = build_broker(settings)
+            if metrics.prepare_worker(settings):
+                # Imported after prepare_worker, by design: it reads the multiprocess directory.
+                from dramatiq.middleware.prometheus import Prometheus  # noqa: PLC0415
 
-    broker.add_middleware(Prometheus())
-broker.add_middleware(Boot())
-dramatiq.set_broker(broker)
+                broker.add_middleware(Prometheus())
+            broker.add_middleware(Boot())
+            declare(broker, settings)
+            dramatiq.set_broker(broker)
+            _broker, _settings = broker, settings
+        return _broker
 
 
 def _retry_when(retries: int, exception: BaseException) -> bool:
@@ -127,7 +145,7 @@ def cleanup() -> None:
 
 
 def declare(target: Broker, settings: Settings) -> dict[str, Actor[Any, Any]]:
-    """Declare signq's actors on a broker (the global one below; tests declare their own)."""
+    """Declare signq's actors on a broker (``setup()``'s; tests and embedders their own)."""
     queue, track = settings.queue, track_queue(settings)
     return {
         RUN_JOB: dramatiq.actor(
@@ -151,6 +169,3 @@ def declare(target: Broker, settings: Settings) -> dict[str, Actor[Any, Any]]:
             cleanup
         ),
     }
-
-
-ACTORS = declare(broker, SETTINGS)

@@ -12,7 +12,7 @@ from worker.settings import Settings
 
 
 def worker(args: argparse.Namespace, settings: Settings) -> int:
-    """`signq worker`: Dramatiq's worker on signq's actors, as `dramatiq worker.actors`.
+    """`signq worker`: Dramatiq's worker on signq's actors, as `dramatiq worker.actors:setup`.
 
     Refuses to start when its SIGNQ_SECRET_KEY cannot open the registry's secrets: every
     tenant's jobs would otherwise fail on it.
@@ -35,7 +35,7 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
         sys.executable,
         "-m",
         "dramatiq",
-        "worker.actors",
+        "worker.actors:setup",
         "--skip-logging",
         "--processes",
         str(args.processes),
