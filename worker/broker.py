@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from dramatiq import Broker
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.message import Message
 from redis import Redis
@@ -51,7 +52,7 @@ class BrokerDispatcher:
     outbox entry moves to its redelivery deadline; polls, the reaper and the cleanup travel on
     the tracking queue."""
 
-    def __init__(self, broker: RedisBroker, store: Store) -> None:
+    def __init__(self, broker: Broker, store: Store) -> None:
         self.broker = broker
         self.store = store
         self.queue = store.settings.queue

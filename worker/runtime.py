@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dramatiq.brokers.redis import RedisBroker
+from dramatiq import Broker
 from redis import Redis
 
 from worker.accounts import Accounts, SecretBox
@@ -27,7 +27,7 @@ class Runtime:
 
     settings: Settings
     store: Store
-    broker: RedisBroker
+    broker: Broker
     accounts: Accounts
     jobs: Jobs
     client: JsmsClient
@@ -41,7 +41,7 @@ class Runtime:
         cls,
         settings: Settings,
         *,
-        broker: RedisBroker | None = None,
+        broker: Broker | None = None,
         client: JsmsClient | None = None,
         redis_client: Redis | None = None,
         dispatch: Dispatcher | None = None,
