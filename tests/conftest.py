@@ -14,6 +14,7 @@ import pytest
 import redis
 import structlog
 
+from worker import testing
 from worker.embedded_redis import EmbeddedRedis, redis_answers
 from worker.emulator import AuditRules, Emulator, EmulatorAdmin, EmulatorConfig, EmulatorServer
 from worker.jsms import Credentials, JsmsClient, RetryPolicy, Timeouts
@@ -118,9 +119,7 @@ def delete_prefix(url: str, prefix: str) -> None:
     """Delete every key under a prefix (the tests' own, never anything else)."""
     client = redis.Redis.from_url(url)
     try:
-        batch = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        for start in range(0, len(batch), 1000):
-            client.delete(*batch[start : start + 1000])
+        testing.delete_prefix(client, prefix)
     finally:
         client.close()
 

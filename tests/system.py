@@ -9,16 +9,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import dramatiq
-
-from tests.conftest import FAST_RETRY, delete_prefix, new_credentials
-from worker import actors
-from worker.broker import build_broker
+from tests.conftest import FAST_RETRY, new_credentials
 from worker.emulator import EmulatorAdmin, EmulatorServer
 from worker.jsms import Credentials, JsmsClient, Timeouts
 from worker.runtime import Runtime
 from worker.settings import Settings
-from worker.testing import FakeClock, InlineDispatcher, RecordingDispatcher
+from worker.testing import FakeClock, InlineDispatcher, RecordingDispatcher, in_process
 
 FAST = {
     "lease_seconds": 2.0,
@@ -120,25 +116,11 @@ def dramatiq_system(
 ) -> Iterator[System]:
     """A system with a real broker on Redis and an in-process Dramatiq worker pool."""
     settings = isolated_settings(emulator_server, **overrides)
-    broker = build_broker(settings)
-    actors.declare(broker, settings)
     client = JsmsClient.from_settings(
         settings, retry=FAST_RETRY, timeouts=Timeouts(connect=2.0, read=2.0)
     )
-    runtime = Runtime.build(settings, broker=broker, client=client)
-    actors.set_runtime(runtime)
-    worker = dramatiq.Worker(
-        broker, worker_threads=threads, worker_timeout=settings.worker_timeout_ms
-    )
-    worker.start()
-    try:
-        yield System(runtime, admin)
-    finally:
-        worker.stop()
-        broker.close()
-        actors.set_runtime(None)
-        runtime.close()
-        delete_prefix(settings.redis_url, settings.prefix)
+    with in_process(settings, threads=threads, client=client) as running:
+        yield System(running.runtime, admin)
 
 
 def resolve(runtime: Runtime, job_id: str, status: Any, reason: str | None = None) -> bool:

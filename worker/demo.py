@@ -17,20 +17,19 @@ from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-import dramatiq
 import redis
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
-from worker import actors, events, onboarding
-from worker.broker import build_broker
+from worker import events, onboarding
 from worker.callbacks import build_app
 from worker.cleanup import Cleanup, Policy
 from worker.embedded_redis import EmbeddedRedis, EmbeddedRedisError, find_redis_server
 from worker.emulator import AuditRules, Emulator, EmulatorAdmin, EmulatorConfig, EmulatorServer
 from worker.emulator.server import ThreadedServer
+from worker.harness import in_process
 from worker.jsms import Image, SignRequest
 from worker.records import TERMINAL, JobSpec, Submitted
 from worker.runtime import Runtime
@@ -130,7 +129,10 @@ def run(settings: Settings, options: DemoOptions, console: Console | None = None
             leader_ttl_seconds=2.0,
             outbox_grace_seconds=2.0,
         )
-        demo = _Demo(settings, options, emulator, api, console, fake=fake)
+        running = stack.enter_context(
+            in_process(settings, threads=options.threads, scheduler="demo", **_clients(fake))
+        )
+        demo = _Demo(running.runtime, options, emulator, api, console)
         stack.callback(demo.close)
         outcome = demo.run()
     outcome.elapsed = time.monotonic() - started
@@ -143,36 +145,18 @@ class _Demo:
 
     def __init__(
         self,
-        settings: Settings,
+        runtime: Runtime,
         options: DemoOptions,
         emulator: Emulator,
         api: EmulatorServer,
         console: Console,
-        *,
-        fake: Any = None,
     ) -> None:
-        self.settings = settings
+        self.runtime = runtime
+        self.settings = runtime.settings
         self.options = options
         self.emulator = emulator
         self.console = console
         self.admin = EmulatorAdmin(api.url)
-        if fake is None:
-            self.broker = build_broker(settings)
-            self.runtime = Runtime.build(settings, broker=self.broker)
-        else:
-            import fakeredis  # noqa: PLC0415 - only for the fallback
-
-            self.broker = build_broker(settings, fakeredis.FakeRedis(server=fake))
-            self.runtime = Runtime.build(
-                settings,
-                broker=self.broker,
-                redis_client=fakeredis.FakeRedis(server=fake, decode_responses=True),
-            )
-        actors.declare(self.broker, settings)
-        actors.set_runtime(self.runtime)
-        self.worker = dramatiq.Worker(
-            self.broker, worker_threads=options.threads, worker_timeout=settings.worker_timeout_ms
-        )
         self.receiver = ThreadedServer(build_app(self.runtime)).start()
         self.stop = threading.Event()
         self.threads: list[threading.Thread] = []
@@ -180,8 +164,6 @@ class _Demo:
         self.latest: deque[dict[str, Any]] = deque(maxlen=8)
 
     def run(self) -> Outcome:
-        self.worker.start()
-        self._background(self.runtime.scheduler("demo").run, self.stop)
         self._background(self._fixer)
         tenants = self._tenants()
         creates = self._onboard(tenants)
@@ -360,16 +342,20 @@ class _Demo:
         self.stop.set()
         for thread in self.threads:
             thread.join(timeout=5)
-        self.worker.stop()
         self.receiver.stop()
         self.admin.close()
-        self.broker.close()
-        actors.set_runtime(None)
-        redis = self.runtime.store.redis
-        keys = list(redis.scan_iter(match=f"{self.settings.prefix}:*", count=1000))
-        for start in range(0, len(keys), 1000):
-            redis.delete(*keys[start : start + 1000])
-        self.runtime.close()
+
+
+def _clients(fake: Any) -> dict[str, Any]:
+    """The state's and the broker's connections to the fallback fake server, if there is one."""
+    if fake is None:
+        return {}
+    import fakeredis  # noqa: PLC0415 - only for the fallback
+
+    return {
+        "redis_client": fakeredis.FakeRedis(server=fake, decode_responses=True),
+        "broker_client": fakeredis.FakeRedis(server=fake),
+    }
 
 
 def _fake_redis(console: Console, why: str) -> Any:

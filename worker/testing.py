@@ -1,6 +1,7 @@
 """Test helpers signq ships, as Dramatiq ships StubBroker and structlog its testing module:
-dispatchers that record what is sent, a clock that moves only when slept on, and a bounded
-wait. Tests, the benchmarks and your own tests of code around signq share them."""
+an in-process system (broker, workers, scheduler, teardown), dispatchers that record what is
+sent, a clock that moves only when slept on, and a bounded wait. The tests, the demo, the
+benchmarks and your own tests of code around signq share them."""
 
 from __future__ import annotations
 
@@ -8,7 +9,20 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from worker.harness import InProcess, delete_prefix, in_process
 from worker.store import Store
+
+__all__ = [
+    "CliResult",
+    "FakeClock",
+    "InProcess",
+    "InlineDispatcher",
+    "RecordingDispatcher",
+    "delete_prefix",
+    "in_process",
+    "run_cli",
+    "wait_for",
+]
 
 
 @dataclass

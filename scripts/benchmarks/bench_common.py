@@ -14,16 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import dramatiq
 import httpx
 import redis
 
-from worker import actors
-from worker.broker import build_broker
 from worker.emulator.server import EmulatorAdmin, free_port
 from worker.jsms import Credentials
 from worker.runtime import Runtime
 from worker.settings import Settings
+from worker.testing import in_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -148,29 +146,8 @@ def system(api_url: str, threads: int = 0, **overrides: Any) -> Iterator[Runtime
         log_level="WARNING",
         **overrides,
     )
-    broker = build_broker(settings)
-    actors.declare(broker, settings)
-    runtime = Runtime.build(settings, broker=broker)
-    actors.set_runtime(runtime)
-    worker = (
-        dramatiq.Worker(broker, worker_threads=threads, worker_timeout=settings.worker_timeout_ms)
-        if threads
-        else None
-    )
-    if worker:
-        worker.start()
-    try:
-        yield runtime
-    finally:
-        if worker:
-            worker.stop()
-        broker.close()
-        actors.set_runtime(None)
-        r = runtime.store.redis
-        batch = list(r.scan_iter(match=f"{settings.prefix}:*", count=5000))
-        for start in range(0, len(batch), 5000):
-            r.delete(*batch[start : start + 5000])
-        runtime.close()
+    with in_process(settings, threads=threads) as running:
+        yield running.runtime
 
 
 def tenants(admin: EmulatorAdmin, count: int, **options: Any) -> list[tuple[str, Credentials]]:
