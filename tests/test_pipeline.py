@@ -9,10 +9,10 @@ import pytest
 from tests.conftest import delete_prefix
 from tests.helpers import requests
 from tests.system import System, build_system, resolve
+from worker.attempt import RetryLater
 from worker.emulator import EmulatorAdmin, EmulatorServer
 from worker.jsms import SignRequest
 from worker.jsms.models import Status
-from worker.pipeline import RetryLater
 
 
 def kinds(system: System, account: str) -> list[str]:

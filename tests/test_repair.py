@@ -13,9 +13,9 @@ import redis
 from tests.conftest import delete_prefix
 from tests.system import System, build_system
 from worker import actors
+from worker.attempt import RetryLater
 from worker.emulator import EmulatorAdmin, EmulatorServer
 from worker.jsms import SignRequest
-from worker.pipeline import RetryLater
 
 
 def die(_ids: Sequence[str]) -> None:
@@ -323,8 +323,8 @@ def _attempt(system: System, reply: list[Any]) -> Any:
     """The Attempt a run would build from the start script's reply."""
     import json  # noqa: PLC0415
 
+    from worker.attempt import Attempt  # noqa: PLC0415
     from worker.jobs import JobRecord  # noqa: PLC0415
-    from worker.pipeline import Attempt  # noqa: PLC0415
 
     previous, app_key, secret, snapshot, clock = (str(x) for x in reply[1:6])
     creds = system.runtime.accounts.credentials(json.loads(snapshot)["account"], app_key, secret)

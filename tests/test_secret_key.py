@@ -10,7 +10,7 @@ from cryptography.fernet import Fernet
 from tests.system import System
 from worker import cli
 from worker.accounts import Accounts, SecretBox, SecretKeyError
-from worker.pipeline import RetryLater
+from worker.attempt import RetryLater
 
 SECRET = "5e987ac6d2e04d95a9d8f0d1"
 

@@ -17,8 +17,8 @@ import structlog
 from dramatiq import Actor, Broker, Middleware
 
 from worker import logs, metrics
+from worker.attempt import RetryLater
 from worker.broker import CLEANUP, JOB_EXHAUSTED, POLL, REAP, RUN_JOB, build_broker, track_queue
-from worker.pipeline import RetryLater
 from worker.runtime import Runtime
 from worker.settings import Settings
 

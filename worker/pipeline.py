@@ -20,19 +20,24 @@ Outcomes of a submission (create or modify), whose job holds its account's audit
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
 from worker.accounts import AccountError, Accounts, SecretKeyError
+from worker.attempt import (
+    Attempt,
+    RetryLater,
+    backoff,
+    need_sign_id,
+    uncertain_delay,
+    undecided,
+)
 from worker.dispatch import Dispatcher
 from worker.jobs import Jobs
 from worker.jsms.client import JsmsClient
-from worker.jsms.credentials import Credentials
 from worker.jsms.errors import (
     AuditPending,
     AuthError,
@@ -61,32 +66,6 @@ _SLEEP_IN_RUN_MAX = 2.0
 KEY_MISSING_RETRY_MS = 60_000
 # Queried to learn whether the API answers at all: ids start far above this one.
 _HEALTH_SIGN_ID = 1
-
-
-class RetryLater(Exception):
-    """Run the job again after ``delay_ms``; its record already says why."""
-
-    def __init__(self, reason: str, delay_ms: int) -> None:
-        super().__init__(reason)
-        self.delay_ms = delay_ms
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """One run of a job: its record as claimed, and Redis's clock at the claim."""
-
-    job: JobRecord
-    creds: Credentials
-    previous: str
-    started_ms: int
-    clock: Callable[[], float]
-    _started: float
-    # An unconfirmed create of the account may have an audit pending: a 50103 is not proof.
-    probing: bool = False
-
-    def now_ms(self) -> int:
-        """Redis's clock now, projected from the claim by this host's monotonic clock."""
-        return self.started_ms + int((self.clock() - self._started) * 1000)
 
 
 class Pipeline:
@@ -193,7 +172,7 @@ class Pipeline:
         while True:
             if uncertain and attempt.now_ms() - since > window_ms:
                 # Too long ago to trust 50103 as proof: the audit may have resolved since.
-                return self._took_effect(attempt, _undecided(attempt))
+                return self._took_effect(attempt, undecided(attempt))
             answer = self._send(attempt, request)
             if isinstance(answer, int):
                 return self._accepted(attempt, answer)
@@ -204,10 +183,10 @@ class Pipeline:
             elif not self._undecided_by(attempt, answer, uncertain=uncertain):
                 return self._refused(attempt, answer, uncertain=uncertain)
             # No decisive answer while the outcome is unknown: try again soon, inside the window.
-            delay = self._uncertain_delay(retries, answer)
+            delay = uncertain_delay(retries, answer, self.settings.uncertain_retry_window)
             retries += 1
             if attempt.now_ms() + delay * 1000 - since > window_ms:
-                return self._took_effect(attempt, _undecided(attempt))
+                return self._took_effect(attempt, undecided(attempt))
             if delay > _SLEEP_IN_RUN_MAX:
                 return self._transient(attempt, answer, uncertain=True, delay_ms=int(delay * 1000))
             self.to.sleep(delay)
@@ -217,7 +196,7 @@ class Pipeline:
         try:
             if attempt.job.op == "create":
                 return self.client.create(attempt.creds, request)
-            return self.client.modify(attempt.creds, _need(attempt.job.sign_id), request)
+            return self.client.modify(attempt.creds, need_sign_id(attempt.job.sign_id), request)
         except JsmsError as exc:
             return exc
 
@@ -233,16 +212,6 @@ class Pipeline:
             modify_taken = attempt.job.op == "modify" and self._modify_took_effect(attempt)
             return attempt.probing and not modify_taken
         return error.retryable and not isinstance(error, AuthError)
-
-    def _uncertain_delay(self, retries: int, error: JsmsError) -> float:
-        """The short schedule of uncertain retries: at once, then doubling from 0.25 s up to a
-        tenth of the window, or what a 429 asked for."""
-        if isinstance(error, RateLimited) and error.retry_after is not None:
-            return error.retry_after
-        if retries == 0:
-            return 0.0
-        cap = max(0.25, self.settings.uncertain_retry_window / 10)
-        return float(min(cap, 0.25 * 2 ** (retries - 1)))
 
     def _refused(self, attempt: Attempt, exc: JsmsError, *, uncertain: bool) -> str:
         """The API answered a submission with an error."""
@@ -286,7 +255,7 @@ class Pipeline:
     def _took_effect(self, attempt: Attempt, why: str) -> str:
         job = attempt.job
         if job.op == "modify":
-            return self._accepted(attempt, _need(job.sign_id))
+            return self._accepted(attempt, need_sign_id(job.sign_id))
         applied = self.to.unconfirmed(job, why)
         if not applied.applied:
             return applied.previous
@@ -299,7 +268,7 @@ class Pipeline:
         has already moved on."""
         job = attempt.job
         try:
-            signature = self.client.query(attempt.creds, _need(job.sign_id))
+            signature = self.client.query(attempt.creds, need_sign_id(job.sign_id))
         except JsmsError:
             return self._fail(job, exc)
         if signature.status is Status.REJECTED:
@@ -319,7 +288,7 @@ class Pipeline:
         """Whether an uncertain modify went through, from the signature itself: it was
         rejected, so pending audit means the modify was taken."""
         try:
-            signature = self.client.query(attempt.creds, _need(attempt.job.sign_id))
+            signature = self.client.query(attempt.creds, need_sign_id(attempt.job.sign_id))
         except JsmsError:
             return False
         return signature.status is Status.PENDING
@@ -346,7 +315,7 @@ class Pipeline:
         elif isinstance(exc, RateLimited) and exc.retry_after is not None:
             delay = int(exc.retry_after * 1000)
         else:
-            delay = _backoff(
+            delay = backoff(
                 job.attempts, self.settings.retry_backoff_min, self.settings.retry_backoff_max
             )
         self.to.rescheduled(job, exc.to_dict(), delay, why="retry", uncertain=uncertain)
@@ -372,7 +341,7 @@ class Pipeline:
 
     def _delete(self, attempt: Attempt) -> str:
         job, creds = attempt.job, attempt.creds
-        sign_id = _need(job.sign_id)
+        sign_id = need_sign_id(job.sign_id)
         cleanup = job.raw.get("cleanup") == "1"
         try:
             if cleanup:
@@ -407,7 +376,7 @@ class Pipeline:
     def _query(self, attempt: Attempt) -> str:
         job = attempt.job
         try:
-            signature = self.client.query(attempt.creds, _need(job.sign_id))
+            signature = self.client.query(attempt.creds, need_sign_id(job.sign_id))
         except JsmsError as exc:
             return self._api_error(attempt, exc)
         result: dict[str, Any] = {
@@ -420,22 +389,3 @@ class Pipeline:
         state = _STATE_OF_STATUS[signature.status]
         self.to.queried(job, state, result)
         return state
-
-
-def _undecided(attempt: Attempt) -> str:
-    why = "no decisive answer within the uncertain window"
-    if attempt.probing:
-        why += " (an earlier unconfirmed create's audit may have been the pending one)"
-    return why
-
-
-def _need(sign_id: int | None) -> int:
-    if sign_id is None:
-        raise ValueError("job has no sign_id")
-    return sign_id
-
-
-def _backoff(attempts: int, low: float, high: float) -> int:
-    """Exponential back-off with full jitter, in ms."""
-    ceiling = min(high, low * 2 ** max(0, attempts - 1))
-    return int(1000 * random.uniform(low, max(low, ceiling)))  # noqa: S311 - jitter
