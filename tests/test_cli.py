@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
-
-import httpx
 
 from worker.emulator.server import free_port
 from worker.jsms import Credentials, JsmsClient, SignRequest, Status
-from worker.testing import CliResult, run_cli
+from worker.testing import CliResult, answers, run_cli, wait_for
 
 
 def signq(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -49,22 +46,18 @@ def test_emulator_command_serves_the_api(tmp_path: object) -> None:
         text=True,
     )
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/_emulator/health", timeout=0.5)
-                break
-            except httpx.TransportError:
-                assert process.poll() is None, process.stderr.read() if process.stderr else ""
-                assert time.monotonic() < deadline, "emulator did not start"
-                time.sleep(0.1)
+        wait_for(
+            lambda: answers(f"http://127.0.0.1:{port}/_emulator/health", process),
+            what="the emulator",
+        )
         creds = Credentials("clikey00000000000000000", "cli-secret")
         with JsmsClient(f"http://127.0.0.1:{port}/v1") as jsms:
             sign_id = jsms.create(creds, SignRequest("命令行PASS"))
-            deadline = time.monotonic() + 10
-            while jsms.query(creds, sign_id).status is Status.PENDING:
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+            wait_for(
+                lambda: jsms.query(creds, sign_id).status is not Status.PENDING,
+                timeout=10,
+                what="the audit",
+            )
             assert jsms.query(creds, sign_id).status is Status.APPROVED
     finally:
         process.terminate()

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 
@@ -16,7 +15,7 @@ import redis
 
 from tests.conftest import delete_prefix
 from worker.emulator.server import free_port
-from worker.testing import CliResult, run_cli
+from worker.testing import CliResult, answers, run_cli, wait_for
 
 
 @pytest.fixture
@@ -75,16 +74,12 @@ def test_scheduler_leads_and_resigns_on_sigterm(env: dict[str, str], redis_url: 
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     leader = f"{env['SIGNQ_PREFIX']}:scheduler:leader"
     try:
-        deadline = time.monotonic() + 20
-        while client.get(leader) != "cli-node":
-            assert process.poll() is None, "scheduler exited"
-            assert time.monotonic() < deadline, "scheduler never took the lease"
-            time.sleep(0.1)
+        wait_for(
+            lambda: process.poll() is None and client.get(leader) == "cli-node",
+            what="the scheduler to take the lease",
+        )
         ticks = f"{env['SIGNQ_PREFIX']}:scheduler:ticks"
-        deadline = time.monotonic() + 10
-        while int(client.hget(ticks, "count") or 0) < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_for(lambda: int(client.hget(ticks, "count") or 0) >= 2, timeout=10, what="2 ticks")
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
         assert client.get(leader) is None
@@ -104,20 +99,9 @@ def test_callbacks_command_serves_the_receiver(env: dict[str, str]) -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                response = httpx.get(
-                    f"http://127.0.0.1:{port}/callbacks/acme",
-                    params={"echostr": "x1y2z3w4"},
-                    timeout=1,
-                )
-                break
-            except httpx.TransportError:
-                assert process.poll() is None, "receiver exited"
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
-        assert response.text == "x1y2z3w4"
+        url = f"http://127.0.0.1:{port}/callbacks/acme?echostr=x1y2z3w4"
+        wait_for(lambda: answers(url, process), what="the receiver")
+        assert httpx.get(url, timeout=2).text == "x1y2z3w4"
     finally:
         process.terminate()
         process.wait(timeout=10)

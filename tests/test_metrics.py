@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -19,21 +18,16 @@ from worker.broker import build_broker
 from worker.emulator import EmulatorAdmin, EmulatorServer
 from worker.emulator.server import free_port
 from worker.runtime import Runtime
-from worker.testing import wait_for
+from worker.testing import answers, wait_for
 
 pytestmark = pytest.mark.slow
 
 
 def scrape(port: int, timeout: float = 20) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
     """Samples by name and labels, from the endpoint on a loopback port."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
-            break
-        except httpx.TransportError:
-            assert time.monotonic() < deadline, f"no metrics endpoint on {port}"
-            time.sleep(0.2)
+    url = f"http://127.0.0.1:{port}/metrics"
+    wait_for(lambda: answers(url), timeout=timeout, what=f"a metrics endpoint on {port}")
+    text = httpx.get(url, timeout=2).text
     samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -91,13 +85,11 @@ def test_worker_metrics_add_up_across_processes(runtime: Runtime, admin: Emulato
             timeout=60,
             what="the queries to run",
         )
-        deadline = time.monotonic() + 20
-        while True:
-            samples = scrape(port)
-            if total(samples, "signq_api_requests_total", operation="query") >= 12:
-                break
-            assert time.monotonic() < deadline, "metrics never added up"
-            time.sleep(0.3)
+        wait_for(
+            lambda: total(scrape(port), "signq_api_requests_total", operation="query") >= 12,
+            what="the metrics to add up",
+        )
+        samples = scrape(port)
         assert total(samples, "signq_api_requests_total", operation="query", code="50102") == 12
         assert total(samples, "signq_jobs_finished_total", op="query", state="failed") == 12
         assert total(samples, "signq_api_request_seconds_count", operation="query") == 12
@@ -129,13 +121,11 @@ def test_scheduler_serves_state_read_from_redis(runtime: Runtime, admin: Emulato
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            samples = scrape(port)
-            if total(samples, "signq_poll_lag_seconds_count") >= 3:
-                break
-            assert time.monotonic() < deadline
-            time.sleep(0.3)
+        wait_for(
+            lambda: total(scrape(port), "signq_poll_lag_seconds_count") >= 3,
+            what="three polls",
+        )
+        samples = scrape(port)
         assert total(samples, "signq_tracked_signatures") == 3
         assert total(samples, "signq_parked_jobs") == 1
         assert total(samples, "signq_gates_held") == 1

@@ -5,9 +5,13 @@ benchmarks and your own tests of code around signq share them."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
 
 from worker.harness import InProcess, delete_prefix, in_process
 from worker.store import Store
@@ -18,6 +22,7 @@ __all__ = [
     "InProcess",
     "InlineDispatcher",
     "RecordingDispatcher",
+    "answers",
     "delete_prefix",
     "in_process",
     "run_cli",
@@ -91,14 +96,32 @@ class FakeClock:
         self.now += seconds
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
-    """Poll until the predicate holds, at most ``timeout`` seconds (for what other processes
-    or threads do; time a test controls itself is a FakeClock's)."""
+def wait_for(
+    predicate: Callable[[], bool],
+    timeout: float = 20.0,
+    what: str = "condition",
+    *,
+    interval: float = 0.02,
+) -> None:
+    """Poll every ``interval`` seconds until the predicate holds, at most ``timeout`` seconds
+    (for what other processes or threads do; time a test controls itself is a FakeClock's)."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
+        time.sleep(interval)
+
+
+def answers(url: str, process: subprocess.Popen[Any] | None = None) -> bool:
+    """Whether an HTTP GET of ``url`` gets any answer (a server that is up), for ``wait_for``;
+    raises at once if the ``process`` that should serve it has exited."""
+    if process is not None and process.poll() is not None:
+        raise AssertionError(f"the process serving {url} exited with {process.returncode}")
+    try:
+        httpx.get(url, timeout=1)
+    except httpx.TransportError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
