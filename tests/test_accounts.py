@@ -10,7 +10,8 @@ import pytest
 from cryptography.fernet import Fernet
 
 from tests.system import System
-from worker.accounts import AccountError, AccountExists, Accounts, SecretBox
+from worker.accounts import Accounts, SecretBox
+from worker.errors import AccountError, AccountExists
 
 SECRET = "5e987ac6d2e04d95a9d8f0d1"
 

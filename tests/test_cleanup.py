@@ -6,8 +6,8 @@ import pytest
 
 from tests.system import System
 from worker.cleanup import Cleanup, Policy, parse_age, parse_statuses
+from worker.errors import JobError
 from worker.jsms.models import Status
-from worker.records import JobError
 
 
 def approved(system: System, account: str, sign: str, *, use_status: int = 0) -> int:

@@ -13,6 +13,8 @@ from io import StringIO
 import pytest
 
 from worker import cli
+from worker.errors import AccountError, EmbeddedRedisError, JobError
+from worker.jsms.errors import ValidationError
 from worker.runtime import Runtime
 from worker.scheduler import Scheduler
 from worker.settings import Settings
@@ -125,3 +127,67 @@ def test_times_are_shown_as_iso_and_kept_as_ms_in_json(
     assert re.search(r"created_at\s+\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", shown)
     assert cli.main(["jobs", "show", job, "--json"]) == 0
     assert isinstance(json.loads(capsys.readouterr().out)["created_at"], int)
+
+
+def test_every_error_of_the_core_is_one_tree_with_an_exit_code() -> None:
+    """signq's own errors all derive from SignqError (embedders catch one class), keep the
+    built-in base their callers relied on, and carry the exit code the CLI uses."""
+    import inspect  # noqa: PLC0415
+
+    from worker import errors  # noqa: PLC0415
+
+    classes = [
+        c
+        for _, c in inspect.getmembers(errors, inspect.isclass)
+        if issubclass(c, Exception) and c.__module__ == errors.__name__
+    ]
+    assert len(classes) >= 8
+    for cls in classes:
+        assert issubclass(cls, errors.SignqError), cls
+        assert cls.exit_code in (errors.USAGE, errors.UNAVAILABLE), cls
+    assert issubclass(errors.JobError, ValueError)
+    assert issubclass(errors.SecretKeyError, errors.AccountError)
+    assert issubclass(cli.CliError, errors.SignqError)
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "line"),
+    [
+        (JobError("the thing named here is wrong"), 2, "the thing named here is wrong"),
+        (AccountError("account x is not registered"), 2, "account x is not registered"),
+        (EmbeddedRedisError("redis-server exited"), 69, "redis-server exited"),
+        (ValidationError("sign", "must be 2-8 characters"), 2, "sign: must be 2-8 characters"),
+    ],
+)
+def test_the_cli_maps_each_error_to_its_exit_code_in_one_line(
+    error: Exception,
+    code: int,
+    line: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Whatever core error a command meets, the person sees `signq: message` and the
+    error's exit code, never a traceback."""
+
+    def refuse(*_args: object) -> int:
+        raise error
+
+    monkeypatch.setattr("worker.cli.jobs.jobs_list", refuse)
+    assert cli.main(["jobs", "list"]) == code
+    assert capsys.readouterr().err == f"signq: {line}\n"
+
+
+def test_the_embedded_redis_runner_names_a_missing_server_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`python -m worker.embedded_redis -- CMD` with nothing answering at SIGNQ_REDIS_URL
+    and no redis-server binary anywhere: one line naming what to install, exit 69."""
+    from worker import embedded_redis  # noqa: PLC0415
+
+    monkeypatch.setenv("SIGNQ_REDIS_URL", UNREACHABLE)
+    monkeypatch.setattr(embedded_redis.importlib.util, "find_spec", lambda _name: None)
+    monkeypatch.setattr(embedded_redis.shutil, "which", lambda _name: None)
+    assert embedded_redis.main(["--", "true"]) == 69
+    err = capsys.readouterr().err
+    assert err.startswith("signq: no redis-server found: install Redis")
+    assert err.count("\n") == 1

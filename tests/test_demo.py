@@ -85,7 +85,7 @@ def test_demo_falls_back_to_fakeredis_where_no_redis_server_can_run(
     from rich.console import Console  # noqa: PLC0415
 
     from worker import demo  # noqa: PLC0415
-    from worker.embedded_redis import EmbeddedRedisError  # noqa: PLC0415
+    from worker.errors import EmbeddedRedisError  # noqa: PLC0415
     from worker.settings import Settings  # noqa: PLC0415
 
     def no_binary(**_: object) -> str:

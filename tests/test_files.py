@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from tests.system import System
 from worker import cli, onboarding
-from worker.files import MAX_FIELD_CHARS, FileProblem, csv_rows, read_text
+from worker.errors import FileProblem
+from worker.files import MAX_FIELD_CHARS, csv_rows, read_text
 
 T = TypeVar("T")
 LATIN1 = "account,sign\nacme,café\n".encode("latin-1")

@@ -9,8 +9,8 @@ import pytest
 from tests.conftest import delete_prefix
 from tests.system import System, build_system, resolve
 from worker.emulator import EmulatorAdmin, EmulatorServer
+from worker.errors import JobError
 from worker.jsms.models import Status
-from worker.records import JobError
 from worker.store import Change
 
 

@@ -14,8 +14,8 @@ from tests.system import System, dramatiq_system, inline_scheduler, isolated_set
 from worker.broker import POLL, build_broker
 from worker.dlq import DeadLetters
 from worker.emulator import EmulatorAdmin, EmulatorServer
+from worker.errors import JobError
 from worker.jsms import SignRequest
-from worker.records import JobError
 from worker.runtime import Runtime
 from worker.status import collect
 from worker.testing import CliResult, run_cli, wait_for

@@ -12,8 +12,9 @@ from tests.helpers import PNG, png
 from tests.system import System, isolated_settings
 from worker.broker import BrokerDispatcher, build_broker
 from worker.emulator import EmulatorAdmin, EmulatorServer
+from worker.errors import JobError
 from worker.jsms import Image, ValidationError
-from worker.records import JobError, JobSpec
+from worker.records import JobSpec
 from worker.runtime import Runtime
 
 

@@ -12,8 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.system import System
-from worker.accounts import AccountError, _check
+from worker.accounts import _check
 from worker.callbacks import Receiver
+from worker.errors import AccountError
 from worker.jobs import _check_key
 from worker.jsms import Credentials, JsmsClient, RetryPolicy, SignRequest
 from worker.jsms.errors import JsmsError, ValidationError

@@ -9,8 +9,9 @@ from cryptography.fernet import Fernet
 
 from tests.system import System
 from worker import cli
-from worker.accounts import Accounts, SecretBox, SecretKeyError
+from worker.accounts import Accounts, SecretBox
 from worker.attempt import RetryLater
+from worker.errors import SecretKeyError
 
 SECRET = "5e987ac6d2e04d95a9d8f0d1"
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from worker.settings import DEFAULT_API_URL, DEFAULT_REDIS_URL, Settings, SettingsError
+from worker.errors import SettingsError
+from worker.settings import DEFAULT_API_URL, DEFAULT_REDIS_URL, Settings
 
 
 def test_defaults() -> None:

@@ -16,26 +16,14 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from redis.exceptions import WatchError
 
 from worker import events, logs
-from worker.files import FileProblem, csv_rows
+from worker.errors import AccountError, AccountExists, FileProblem, SecretKeyError
+from worker.files import csv_rows
 from worker.jsms.credentials import Credentials, mask
 from worker.store import Store, fields, texts
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _ENCRYPTED = "fernet:"
 _PLAIN = "plain:"
-
-
-class AccountError(ValueError):
-    """An account operation that cannot be done; the message says why."""
-
-
-class AccountExists(AccountError):
-    """An account of that name is registered already."""
-
-
-class SecretKeyError(AccountError):
-    """This process's SIGNQ_SECRET_KEY cannot open a stored secret: the process is set up
-    wrong, not the account (nothing about the tenant is paused for it)."""
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from worker.accounts import AccountError, SecretKeyError
+from worker.errors import AccountError, SecretKeyError
 from worker.jsms.callback import (
     SMS_SIGN,
     BadSignature,

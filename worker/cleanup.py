@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from worker.errors import JobError
 from worker.keys import parse_member
-from worker.records import JobError, JobSpec, Submitted
+from worker.records import JobSpec, Submitted
 from worker.runtime import Runtime
 from worker.settings import Settings
 from worker.store import fields, texts

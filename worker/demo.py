@@ -26,9 +26,10 @@ from rich.table import Table
 from worker import events, onboarding
 from worker.callbacks import build_app
 from worker.cleanup import Cleanup, Policy
-from worker.embedded_redis import EmbeddedRedis, EmbeddedRedisError, find_redis_server
+from worker.embedded_redis import EmbeddedRedis, find_redis_server
 from worker.emulator import AuditRules, Emulator, EmulatorAdmin, EmulatorConfig, EmulatorServer
 from worker.emulator.server import ThreadedServer
+from worker.errors import EmbeddedRedisError
 from worker.harness import in_process
 from worker.jsms import Image, SignRequest
 from worker.records import TERMINAL, JobSpec, Submitted

@@ -13,7 +13,7 @@ from typing import Any, cast
 from dramatiq.message import Message
 
 from worker.broker import RUN_JOB, track_queue
-from worker.records import JobError
+from worker.errors import JobError
 from worker.runtime import Runtime
 from worker.store import text
 

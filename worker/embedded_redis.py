@@ -17,11 +17,8 @@ from pathlib import Path
 
 import redis
 
+from worker.errors import EmbeddedRedisError, SignqError
 from worker.net import free_port
-
-
-class EmbeddedRedisError(RuntimeError):
-    """No redis-server binary could be found or started."""
 
 
 def redis_answers(url: str, timeout: float = 0.5) -> bool:
@@ -151,7 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args:
         print("usage: python -m worker.embedded_redis -- COMMAND [ARGS...]", file=sys.stderr)
         return 2
-    return run_with_redis(args, Settings.from_env().redis_url)
+    try:
+        return run_with_redis(args, Settings.from_env().redis_url)
+    except SignqError as exc:  # no redis-server to start, a bad SIGNQ_REDIS_URL
+        print(f"signq: {exc}", file=sys.stderr)
+        return exc.exit_code
 
 
 if __name__ == "__main__":

@@ -9,13 +9,11 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from worker.errors import FileProblem
+
 # Large enough for any real row (an onboarding remark is 100 characters), small enough that a
 # malformed file cannot make a reader hold much.
 MAX_FIELD_CHARS = 64 * 1024
-
-
-class FileProblem(ValueError):
-    """A file that cannot be used; the message names it (and the line)."""
 
 
 def read_text(path: Path) -> str:

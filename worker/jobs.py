@@ -21,6 +21,7 @@ from typing import Any
 from worker import events
 from worker.accounts import Accounts
 from worker.dispatch import Dispatcher
+from worker.errors import JobError
 from worker.jsms.errors import ValidationError
 from worker.jsms.models import Image, SignRequest, validate_request, validate_sign_id
 from worker.metrics import metrics
@@ -28,7 +29,6 @@ from worker.records import (
     GATED,
     OPERATIONS,
     STATES,
-    JobError,
     JobRecord,
     JobSpec,
     Submitted,

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from worker.files import FileProblem, csv_rows, read_text
+from worker.errors import FileProblem, OnboardError
+from worker.files import csv_rows, read_text
 from worker.jsms.errors import ValidationError
 from worker.jsms.models import Image, SignRequest, validate_request
 from worker.records import TERMINAL, JobSpec, Submitted
@@ -27,10 +28,6 @@ from worker.store import text
 
 BATCH = 500
 COLUMNS = ("account", "sign", "type", "remark", "images", "key")
-
-
-class OnboardError(ValueError):
-    """The file cannot be onboarded at all (unreadable, wrong columns, --strict with bad rows)."""
 
 
 @dataclass(frozen=True)

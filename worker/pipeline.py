@@ -26,7 +26,7 @@ from typing import Any
 
 import structlog
 
-from worker.accounts import AccountError, Accounts, SecretKeyError
+from worker.accounts import Accounts
 from worker.attempt import (
     Attempt,
     RetryLater,
@@ -36,6 +36,7 @@ from worker.attempt import (
     undecided,
 )
 from worker.dispatch import Dispatcher
+from worker.errors import AccountError, SecretKeyError
 from worker.jobs import Jobs
 from worker.jsms.client import JsmsClient
 from worker.jsms.errors import (

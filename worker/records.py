@@ -28,10 +28,6 @@ STATES = (
 TERMINAL = frozenset({"approved", "rejected", "deleted", "failed", "cancelled"})
 
 
-class JobError(ValueError):
-    """A job operation that cannot be done; the message says why."""
-
-
 @dataclass(frozen=True)
 class JobSpec:
     """What a producer asks for."""

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from worker.errors import SettingsError
+
 DEFAULT_API_URL = "https://api.sms.jpush.cn/v1"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -23,10 +25,6 @@ class RateLimits:
     burst: int = 10
     account_rate: float = 0.0
     account_burst: int = 2
-
-
-class SettingsError(ValueError):
-    """An environment variable holds a value signq cannot use; the message names it."""
 
 
 @dataclass(frozen=True)

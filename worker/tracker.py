@@ -17,15 +17,16 @@ from typing import Any
 import structlog
 
 from worker import events
-from worker.accounts import AccountError, Accounts
+from worker.accounts import Accounts
 from worker.dispatch import Dispatcher
+from worker.errors import AccountError, JobError
 from worker.jobs import Jobs
 from worker.jsms.client import JsmsClient
 from worker.jsms.errors import AuthError, InvalidSignId, JsmsError
 from worker.jsms.models import Signature, validate_sign_id
 from worker.keys import member, parse_member
 from worker.metrics import metrics
-from worker.records import JobError, retention_ms
+from worker.records import retention_ms
 from worker.store import Store, fields, text, texts
 
 log = structlog.get_logger(__name__)

@@ -13,7 +13,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker.cli.common import CliError, Handler
 from worker.cli.parser import build_parser
-from worker.settings import Settings, SettingsError, masked_url
+from worker.errors import USAGE, SignqError
+from worker.jsms.errors import ValidationError
+from worker.settings import Settings, masked_url
 
 __all__ = ["CliError", "build_parser", "main", "redis_problem"]
 
@@ -33,9 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         logs.configure(settings.log_level, settings.log_format)
         return handler(args, settings)
-    except (SettingsError, CliError) as exc:
+    except (SignqError, ValidationError) as exc:  # ValidationError: the JSMS client's checks
         print(f"signq: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code if isinstance(exc, SignqError) else USAGE
     except RedisError as exc:
         print(f"signq: {redis_problem(exc, settings)}", file=sys.stderr)
         return 2

@@ -7,10 +7,10 @@ import json
 import sys
 from pathlib import Path
 
-from worker.accounts import AccountError, AccountExists
 from worker.cli.common import CliError, read_secret, runtime
+from worker.errors import AccountExists
 from worker.runtime import Runtime
-from worker.settings import Settings, SettingsError
+from worker.settings import Settings
 
 
 def accounts_add(args: argparse.Namespace, settings: Settings) -> int:
@@ -21,8 +21,6 @@ def accounts_add(args: argparse.Namespace, settings: Settings) -> int:
         rt.accounts.add(args.name, args.app_key, secret, replace=args.replace)
     except AccountExists as exc:
         raise CliError(f"{exc}; use --replace to change its credentials") from None
-    except AccountError as exc:
-        raise CliError(str(exc)) from None
     print(f"account {args.name} added" + (" (secret encrypted)" if settings.secret_key else ""))
     return 0
 
@@ -34,8 +32,6 @@ def accounts_import(args: argparse.Namespace, settings: Settings) -> int:
         count = rt.accounts.import_csv(Path(args.file), replace=args.replace)
     except AccountExists as exc:
         raise CliError(f"{exc}; use --replace to change existing accounts") from None
-    except AccountError as exc:
-        raise CliError(str(exc)) from None
     print(f"{count} account(s) imported")
     return 0
 
@@ -70,20 +66,14 @@ def accounts_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def accounts_remove(args: argparse.Namespace, settings: Settings) -> int:
     """`signq accounts remove NAME`."""
-    try:
-        runtime(settings).accounts.remove(args.name)
-    except AccountError as exc:
-        raise CliError(str(exc)) from None
+    runtime(settings).accounts.remove(args.name)
     print(f"account {args.name} removed")
     return 0
 
 
 def accounts_pause(args: argparse.Namespace, settings: Settings) -> int:
     """`signq accounts pause NAME`: its jobs wait until resume."""
-    try:
-        changed = runtime(settings).accounts.pause(args.name, args.reason)
-    except AccountError as exc:
-        raise CliError(str(exc)) from None
+    changed = runtime(settings).accounts.pause(args.name, args.reason)
     print(f"account {args.name} " + ("paused" if changed else "was already paused"))
     return 0
 
@@ -91,10 +81,7 @@ def accounts_pause(args: argparse.Namespace, settings: Settings) -> int:
 def accounts_resume(args: argparse.Namespace, settings: Settings) -> int:
     """`signq accounts resume NAME`: the jobs that waited run again."""
     rt = runtime(settings)
-    try:
-        queued = rt.accounts.resume(args.name)
-    except AccountError as exc:
-        raise CliError(str(exc)) from None
+    queued = rt.accounts.resume(args.name)
     rt.dispatch.jobs(queued)
     print(f"account {args.name} resumed; {len(queued)} waiting job(s) re-queued")
     return 0
@@ -120,11 +107,8 @@ def accounts_rotate_key(args: argparse.Namespace, settings: Settings) -> int:
     from worker.settings import check_fernet_key  # noqa: PLC0415
 
     new_key = read_secret(args.new_key_file, prompt="new SIGNQ_SECRET_KEY: ", flag="--new-key-file")
-    try:
-        check_fernet_key(new_key, "the new key")
-        count = runtime(settings).accounts.rotate_key(new_key, settings.secret_key)
-    except (AccountError, SettingsError) as exc:
-        raise CliError(str(exc)) from None
+    check_fernet_key(new_key, "the new key")
+    count = runtime(settings).accounts.rotate_key(new_key, settings.secret_key)
     print(
         f"{count} account secret(s) sealed with the new key; set SIGNQ_SECRET_KEY to it and "
         "restart workers, schedulers and receivers"

@@ -7,14 +7,15 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from worker.errors import SignqError
 from worker.runtime import Runtime
 from worker.settings import Settings
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
 
-class CliError(Exception):
-    """A command that cannot be carried out; printed as ``signq: message`` with exit 2."""
+class CliError(SignqError):
+    """A command that cannot be carried out as given; printed as ``signq: message``, exit 2."""
 
 
 def runtime(settings: Settings) -> Runtime:

@@ -8,36 +8,31 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from worker.accounts import AccountError
 from worker.cli.common import CliError, iso, runtime
-from worker.jsms.errors import ValidationError
 from worker.jsms.models import Image
-from worker.records import JobError, JobRecord, Submitted
+from worker.records import JobRecord, Submitted
 from worker.settings import Settings
 
 
 def submit(args: argparse.Namespace, settings: Settings) -> int:
     """`signq submit create|modify|delete|query ...`: prints the job id."""
     rt = runtime(settings)
-    try:
-        if args.op in ("create", "modify"):
-            images = tuple(_image(Path(p)) for p in args.image or ())
-            fields: dict[str, Any] = {
-                "images": images,
-                "type": args.type,
-                "remark": args.remark,
-                "key": args.key,
-            }
-            if args.op == "create":
-                result = rt.jobs.create(args.account, args.sign, **fields)
-            else:
-                result = rt.jobs.modify(args.account, args.sign_id, args.sign, **fields)
-        elif args.op == "delete":
-            result = rt.jobs.delete(args.account, args.sign_id, key=args.key)
+    if args.op in ("create", "modify"):
+        images = tuple(_image(Path(p)) for p in args.image or ())
+        fields: dict[str, Any] = {
+            "images": images,
+            "type": args.type,
+            "remark": args.remark,
+            "key": args.key,
+        }
+        if args.op == "create":
+            result = rt.jobs.create(args.account, args.sign, **fields)
         else:
-            result = rt.jobs.query(args.account, args.sign_id, key=args.key)
-    except (ValidationError, JobError, AccountError) as exc:
-        raise CliError(str(exc)) from None
+            result = rt.jobs.modify(args.account, args.sign_id, args.sign, **fields)
+    elif args.op == "delete":
+        result = rt.jobs.delete(args.account, args.sign_id, key=args.key)
+    else:
+        result = rt.jobs.query(args.account, args.sign_id, key=args.key)
     _print_submitted(result, as_json=args.json)
     return 0
 
@@ -59,12 +54,7 @@ def jobs_show(args: argparse.Namespace, settings: Settings) -> int:
 
 def jobs_list(args: argparse.Namespace, settings: Settings) -> int:
     """`signq jobs list [--state S] [--account A]`."""
-    try:
-        records = runtime(settings).jobs.find(
-            state=args.state, account=args.account, limit=args.limit
-        )
-    except JobError as exc:
-        raise CliError(str(exc)) from None
+    records = runtime(settings).jobs.find(state=args.state, account=args.account, limit=args.limit)
     for record in records:
         if args.json:
             print(json.dumps(record.to_dict(), ensure_ascii=False))
@@ -76,18 +66,15 @@ def jobs_list(args: argparse.Namespace, settings: Settings) -> int:
 def jobs_action(args: argparse.Namespace, settings: Settings) -> int:
     """`signq jobs cancel|abandon|confirm ID`."""
     rt = runtime(settings)
-    try:
-        if args.action == "confirm":
-            rt.tracker.confirm_checked(args.job_id, args.sign_id)
-        elif args.action == "retry":
-            print(f"job {args.job_id}: {rt.jobs.retry(args.job_id)}")
-            return 0
-        elif args.action == "abandon":
-            rt.jobs.abandon(args.job_id)
-        else:
-            rt.jobs.cancel(args.job_id)
-    except (JobError, ValidationError, AccountError) as exc:
-        raise CliError(str(exc)) from None
+    if args.action == "confirm":
+        rt.tracker.confirm_checked(args.job_id, args.sign_id)
+    elif args.action == "retry":
+        print(f"job {args.job_id}: {rt.jobs.retry(args.job_id)}")
+        return 0
+    elif args.action == "abandon":
+        rt.jobs.abandon(args.job_id)
+    else:
+        rt.jobs.cancel(args.job_id)
     done = {"cancel": "cancelled", "abandon": "abandoned", "confirm": "confirmed"}
     print(f"job {args.job_id}: {done[args.action]}")
     return 0
@@ -101,10 +88,7 @@ def _image(path: Path) -> Image:
 
 
 def _job(settings: Settings, job_id: str) -> JobRecord:
-    try:
-        return runtime(settings).jobs.require(job_id)
-    except JobError as exc:
-        raise CliError(str(exc)) from None
+    return runtime(settings).jobs.require(job_id)
 
 
 def _print_submitted(result: Submitted, *, as_json: bool) -> None:
@@ -131,39 +115,34 @@ def onboard(args: argparse.Namespace, settings: Settings) -> int:
 
     rt = runtime(settings)
     live = sys.stdout.isatty()
-    try:
-        if live:
-            from rich.progress import Progress  # noqa: PLC0415
+    if live:
+        from rich.progress import Progress  # noqa: PLC0415
 
-            with Progress(transient=True) as bar:
-                task = bar.add_task("enqueueing", total=None)
+        with Progress(transient=True) as bar:
+            task = bar.add_task("enqueueing", total=None)
 
-                def advance(total: int, done: list[Any]) -> None:
-                    bar.update(task, total=total, advance=len(done))
+            def advance(total: int, done: list[Any]) -> None:
+                bar.update(task, total=total, advance=len(done))
 
-                report = onboarding.onboard(
-                    Path(args.file), rt, strict=args.strict, progress=advance
-                )
-        else:
+            report = onboarding.onboard(Path(args.file), rt, strict=args.strict, progress=advance)
+    else:
 
-            def lines(_total: int, done: list[Any]) -> None:
-                for row, result in done:
-                    if isinstance(result, Exception):
-                        continue
-                    print(
-                        json.dumps(
-                            {
-                                "line": row.line,
-                                "job_id": result.job_id,
-                                "state": result.state,
-                                "duplicate": result.duplicate,
-                            }
-                        )
+        def lines(_total: int, done: list[Any]) -> None:
+            for row, result in done:
+                if isinstance(result, Exception):
+                    continue
+                print(
+                    json.dumps(
+                        {
+                            "line": row.line,
+                            "job_id": result.job_id,
+                            "state": result.state,
+                            "duplicate": result.duplicate,
+                        }
                     )
+                )
 
-            report = onboarding.onboard(Path(args.file), rt, strict=args.strict, progress=lines)
-    except onboarding.OnboardError as exc:
-        raise CliError(str(exc)) from None
+        report = onboarding.onboard(Path(args.file), rt, strict=args.strict, progress=lines)
     for bad in report.bad:
         print(f"{args.file}:{bad.line}: {bad.reason}", file=sys.stderr)
     print(

@@ -8,11 +8,10 @@ import re
 import sys
 from pathlib import Path
 
-from worker.accounts import AccountError
 from worker.cli.common import CliError, iso, runtime
+from worker.errors import JobError
 from worker.jsms.errors import ValidationError
 from worker.jsms.models import validate_sign_id
-from worker.records import JobError
 from worker.settings import Settings, masked_url
 
 _STREAM_ID = re.compile(r"[0-9]{1,20}(-[0-9]{1,20})?")
@@ -22,20 +21,17 @@ def track(args: argparse.Namespace, settings: Settings) -> int:
     """`signq track`: watch existing signatures, from flags or a CSV (account,sign_id)."""
     rt = runtime(settings)
     wanted: dict[str, list[int]] = {}
-    try:
-        if args.file:
-            for line, row in _csv_rows(Path(args.file), {"account", "sign_id"}):
-                try:
-                    wanted.setdefault(row["account"], []).append(validate_sign_id(row["sign_id"]))
-                except ValidationError as exc:
-                    raise CliError(f"{args.file}:{line}: {exc}") from None
-        if args.account:
-            wanted.setdefault(args.account, []).extend(validate_sign_id(s) for s in args.sign_id)
-        if not wanted:
-            raise CliError("give --account with --sign-id, or --file")
-        added = sum(rt.tracker.track(account, ids) for account, ids in wanted.items())
-    except (AccountError, ValidationError) as exc:
-        raise CliError(str(exc)) from None
+    if args.file:
+        for line, row in _csv_rows(Path(args.file), {"account", "sign_id"}):
+            try:
+                wanted.setdefault(row["account"], []).append(validate_sign_id(row["sign_id"]))
+            except ValidationError as exc:
+                raise CliError(f"{args.file}:{line}: {exc}") from None
+    if args.account:
+        wanted.setdefault(args.account, []).extend(validate_sign_id(s) for s in args.sign_id)
+    if not wanted:
+        raise CliError("give --account with --sign-id, or --file")
+    added = sum(rt.tracker.track(account, ids) for account, ids in wanted.items())
     total = sum(len(ids) for ids in wanted.values())
     print(f"tracking {total} signature(s), {added} new; each is checked at the next tick")
     return 0
@@ -114,12 +110,9 @@ def cleanup(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _csv_rows(path: Path, columns: set[str]) -> list[tuple[int, dict[str, str]]]:
-    from worker.files import FileProblem, csv_rows  # noqa: PLC0415
+    from worker.files import csv_rows  # noqa: PLC0415
 
-    try:
-        return csv_rows(path, columns)
-    except FileProblem as exc:
-        raise CliError(str(exc)) from None
+    return csv_rows(path, columns)
 
 
 def status(args: argparse.Namespace, settings: Settings) -> int:
@@ -170,37 +163,34 @@ def dlq(args: argparse.Namespace, settings: Settings) -> int:
     from worker.dlq import DeadLetters  # noqa: PLC0415
 
     letters = DeadLetters(runtime(settings))
-    try:
-        if args.action == "list":
-            for letter in letters.all():
-                if not args.json:
-                    print(
-                        f"{letter.id}  {iso(letter.dead_at)}  {letter.queue}  {letter.actor}"
-                        f"  {json.dumps(letter.args, ensure_ascii=False)}"
-                    )
-                    continue
+    if args.action == "list":
+        for letter in letters.all():
+            if not args.json:
                 print(
-                    json.dumps(
-                        {
-                            "id": letter.id,
-                            "queue": letter.queue,
-                            "actor": letter.actor,
-                            "args": letter.args,
-                            "dead_at": letter.dead_at,
-                        }
-                    )
+                    f"{letter.id}  {iso(letter.dead_at)}  {letter.queue}  {letter.actor}"
+                    f"  {json.dumps(letter.args, ensure_ascii=False)}"
                 )
-        elif args.action == "show":
-            if not args.ids:
-                raise CliError("name the dead letter to show")
-            print(json.dumps(letters.show(args.ids[0]).raw, ensure_ascii=False, indent=2))
-        elif args.action == "retry":
-            if not args.ids and not args.all:
-                raise CliError("name the dead letters to retry, or --all")
-            for line in letters.retry(None if args.all else args.ids):
-                print(line)
-        else:
-            print(f"{letters.purge()} dead letter(s) purged")
-    except JobError as exc:
-        raise CliError(str(exc)) from None
+                continue
+            print(
+                json.dumps(
+                    {
+                        "id": letter.id,
+                        "queue": letter.queue,
+                        "actor": letter.actor,
+                        "args": letter.args,
+                        "dead_at": letter.dead_at,
+                    }
+                )
+            )
+    elif args.action == "show":
+        if not args.ids:
+            raise CliError("name the dead letter to show")
+        print(json.dumps(letters.show(args.ids[0]).raw, ensure_ascii=False, indent=2))
+    elif args.action == "retry":
+        if not args.ids and not args.all:
+            raise CliError("name the dead letters to retry, or --all")
+        for line in letters.retry(None if args.all else args.ids):
+            print(line)
+    else:
+        print(f"{letters.purge()} dead letter(s) purged")
     return 0
