@@ -180,11 +180,12 @@ def test_a_long_sign_id_survives_redis_and_its_events_exactly(system: System) ->
     accepted = [e for e in system.events(account) if e["type"] == "job.accepted"]
     assert accepted[0]["sign_id"] == long_id
     record = system.runtime.jobs.require(job)
-    from worker.jobs import submitted_change  # noqa: PLC0415
+    from worker.records import submitted_change  # noqa: PLC0415
+    from worker.settings import PollPolicy  # noqa: PLC0415
 
     store = system.runtime.store
     store.redis.hset(store.keys.job(job), "state", "submitting")
-    store.apply(submitted_change(record, long_id, 1))
+    store.apply(submitted_change(record, long_id, PollPolicy(first_ms=1000)))
     assert system.runtime.tracker.get(account, long_id) is not None
     assert store.redis.zscore(store.keys.due(), f"{account}:{long_id}") is not None
     assert system.runtime.tracker.observe_result(account, long_id, 1) == "changed"

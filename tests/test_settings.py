@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from worker.errors import SettingsError
-from worker.settings import DEFAULT_API_URL, DEFAULT_REDIS_URL, Settings
+from worker.settings import (
+    DEFAULT_API_URL,
+    DEFAULT_REDIS_URL,
+    PollPolicy,
+    RateLimits,
+    Retention,
+    Settings,
+)
 
 
 def test_defaults() -> None:
@@ -56,3 +63,26 @@ def test_settings_are_frozen_and_overridable() -> None:
     assert settings.with_overrides(prefix="other").prefix == "other"
     with pytest.raises(SettingsError):
         settings.with_overrides(read_timeout=-1)
+
+
+def test_grouped_settings_are_values_built_from_the_same_variables() -> None:
+    """RateLimits, PollPolicy and Retention group the variables the core reads together, in
+    the units it uses (ms), with nothing new to configure."""
+    settings = Settings.from_env(
+        {
+            "SIGNQ_POLL_INITIAL_SECONDS": "2.5",
+            "SIGNQ_POLL_MAX_SECONDS": "60",
+            "SIGNQ_POLL_RESOLVED_SECONDS": "3600",
+            "SIGNQ_JOB_RETENTION_DAYS": "0.5",
+            "SIGNQ_IMAGE_TTL_DAYS": "2",
+            "SIGNQ_RATE_LIMIT": "20",
+            "SIGNQ_ACCOUNT_RATE_BURST": "3",
+        }
+    )
+    assert settings.poll_policy == PollPolicy(first_ms=2500, max_ms=60_000, resolved_ms=3_600_000)
+    assert settings.retention == Retention(job_ms=43_200_000, image_ms=172_800_000)
+    assert settings.rate_limits == RateLimits(
+        rate=20.0, burst=10, account_rate=0.0, account_burst=3
+    )
+    assert Settings().poll_policy == PollPolicy()
+    assert Settings().retention == Retention()

@@ -32,7 +32,6 @@ from worker.records import (
     JobRecord,
     JobSpec,
     Submitted,
-    retention_ms,
     submitted_change,
 )
 from worker.store import Change, Store, fields, text, texts
@@ -115,7 +114,7 @@ class Jobs:
                 for image in spec.request.images:
                     images[image.sha256] = image.data
         if images:
-            ttl = int(self.settings.image_ttl_days * 86_400_000)
+            ttl = self.settings.retention.image_ms
             pipe = self.store.raw.pipeline(transaction=False)
             for sha, data in images.items():
                 pipe.set(self.keys.image(sha), data, px=ttl)
@@ -300,7 +299,7 @@ class Jobs:
         sign_id = validate_sign_id(sign_id)
         if record.state != "unconfirmed":
             raise JobError(f"job {job_id} is {record.state}, not unconfirmed")
-        change = submitted_change(record, sign_id, self.settings.poll_initial_seconds)
+        change = submitted_change(record, sign_id, self.settings.poll_policy)
         change.from_ = ["unconfirmed"]
         change.set["confirmed_by"] = by
         if not self.store.apply(change).applied:
@@ -320,7 +319,7 @@ class Jobs:
             set={"error": json.dumps({"code": None, "message": why}), "waiting_for": ""},
             unpark=True,
             release=record.gated,
-            terminal=retention_ms(self.settings.job_retention_days),
+            terminal=self.settings.retention.job_ms,
         )
         applied = self.store.apply(change)
         if not applied.applied:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from worker.dispatch import Dispatcher
-from worker.records import TERMINAL, retention_ms
+from worker.records import TERMINAL
 from worker.store import Store, texts
 
 log = structlog.get_logger(__name__)
@@ -83,7 +83,7 @@ class Reaper:
         return handed
 
     def _prune(self) -> int:
-        cutoff = self.store.time_ms() - retention_ms(self.settings.job_retention_days)
+        cutoff = self.store.time_ms() - self.settings.retention.job_ms
         pipe = self.store.redis.pipeline(transaction=False)
         for state in TERMINAL:
             pipe.zremrangebyscore(self.keys.jobs_by_state(state), "-inf", cutoff)

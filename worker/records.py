@@ -9,6 +9,7 @@ from typing import Any
 
 from worker import events
 from worker.jsms.models import SignRequest
+from worker.settings import PollPolicy
 from worker.store import Change
 
 OPERATIONS = ("create", "modify", "delete", "query")
@@ -137,7 +138,7 @@ class JobRecord:
         }
 
 
-def submitted_change(record: JobRecord, sign_id: int, first_poll_seconds: float) -> Change:
+def submitted_change(record: JobRecord, sign_id: int, polls: PollPolicy) -> Change:
     """The change that records a submission the API accepted: pending audit, tracked, event."""
     return Change(
         id=record.id,
@@ -148,7 +149,7 @@ def submitted_change(record: JobRecord, sign_id: int, first_poll_seconds: float)
         unblock=events.make("account.resumed", record.account, reason="external audit cleared"),
         track={
             "sign_id": str(sign_id),
-            "due_in": int(first_poll_seconds * 1000),
+            "due_in": polls.first_ms,
             "fields": {
                 "sign": record.sign or "",
                 "status": 0,
@@ -168,8 +169,3 @@ def submitted_change(record: JobRecord, sign_id: int, first_poll_seconds: float)
             )
         ],
     )
-
-
-def retention_ms(days: float) -> int:
-    """A retention in days, in milliseconds."""
-    return int(days * 86_400_000)

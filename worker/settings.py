@@ -28,6 +28,25 @@ class RateLimits:
 
 
 @dataclass(frozen=True)
+class PollPolicy:
+    """When a tracked signature is polled, in ms: a new audit after ``first_ms``, doubling with
+    jitter up to ``max_ms`` while pending; a resolved one every ``resolved_ms``."""
+
+    first_ms: int = 5_000
+    max_ms: int = 300_000
+    resolved_ms: int = 21_600_000
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long things are kept, in ms: a finished job's record (and its events' index), and
+    an audit image from its upload."""
+
+    job_ms: int = 30 * 86_400_000
+    image_ms: int = 60 * 86_400_000
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything signq can be configured with; see the README's configuration table."""
 
@@ -199,6 +218,20 @@ class Settings:
             self.rate_limit, self.rate_burst, self.account_rate_limit, self.account_rate_burst
         )
 
+    @property
+    def poll_policy(self) -> PollPolicy:
+        """The three polling settings as one value."""
+        return PollPolicy(
+            _ms(self.poll_initial_seconds),
+            _ms(self.poll_max_seconds),
+            _ms(self.poll_resolved_seconds),
+        )
+
+    @property
+    def retention(self) -> Retention:
+        """The two retention settings as one value."""
+        return Retention(_ms(self.job_retention_days * 86_400), _ms(self.image_ttl_days * 86_400))
+
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some fields changed (tests, the demo, command-line flags)."""
         values = {spec.name: getattr(self, spec.name) for spec in fields(self)}
@@ -206,6 +239,10 @@ class Settings:
         settings = type(self)(**values)
         settings.check()
         return settings
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
 
 
 def masked_url(url: str) -> str:

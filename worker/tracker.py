@@ -26,7 +26,6 @@ from worker.jsms.errors import AuthError, InvalidSignId, JsmsError
 from worker.jsms.models import Signature, validate_sign_id
 from worker.keys import member, parse_member
 from worker.metrics import metrics
-from worker.records import retention_ms
 from worker.store import Store, fields, text, texts
 
 log = structlog.get_logger(__name__)
@@ -146,7 +145,7 @@ class Tracker:
             return "paused"
         except (JsmsError, AccountError) as exc:
             log.warning("poll_failed", account=account, sign_id=sign_id, error=str(exc))
-            self._later(member, min(TRANSIENT_RETRY_MS, int(self.settings.poll_max_seconds * 1000)))
+            self._later(member, min(TRANSIENT_RETRY_MS, self.settings.poll_policy.max_ms))
             return "failed"
         return self.observe(account, signature)
 
@@ -220,11 +219,11 @@ class Tracker:
             "sign_id": str(sign_id),  # never a Lua number: ids may exceed its precision
             "use_status": use_status,
             "reason": reason,
-            "retention": retention_ms(s.job_retention_days),
+            "retention": s.retention.job_ms,
             "delays": {
-                "pending_ms": int(s.poll_initial_seconds * 1000),
-                "max_ms": int(s.poll_max_seconds * 1000),
-                "resolved_ms": int(s.poll_resolved_seconds * 1000),
+                "pending_ms": s.poll_policy.first_ms,
+                "max_ms": s.poll_policy.max_ms,
+                "resolved_ms": s.poll_policy.resolved_ms,
                 "jitter": random.uniform(0.8, 1.2),  # noqa: S311 - spreading polls, not security
             },
             "events": templates,

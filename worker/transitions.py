@@ -21,7 +21,7 @@ from worker.dispatch import Dispatcher
 from worker.jsms.errors import AuditPending, JsmsError
 from worker.keys import member
 from worker.metrics import metrics
-from worker.records import JobRecord, retention_ms, submitted_change
+from worker.records import JobRecord, submitted_change
 from worker.store import Applied, Change, Store, text
 
 log = structlog.get_logger(__name__)
@@ -72,7 +72,7 @@ class Transitions:
     def accepted(self, job: JobRecord, sign_id: int) -> Applied:
         """The API accepted a submission: pending audit, tracked, ``signature.submitted``; the
         proof that nothing of the account's was pending ends its probe mode."""
-        change = submitted_change(job, sign_id, self.settings.poll_initial_seconds)
+        change = submitted_change(job, sign_id, self.settings.poll_policy)
         change.from_ = ACCEPTABLE_FROM
         change.unpark = True
         change.proof = True
@@ -204,7 +204,7 @@ class Transitions:
                 lease_clear=True,
                 unpark=True,
                 release=job.gated,
-                terminal=retention_ms(self.settings.job_retention_days),
+                terminal=self.settings.retention.job_ms,
                 events=[
                     events.make(
                         "job.failed",
@@ -224,7 +224,7 @@ class Transitions:
     def deleted(self, job: JobRecord, sign_id: int) -> None:
         """A delete went through: ``signature.deleted``; an audit of that signature will never
         resolve, so the job holding the gate for it is over too."""
-        retention = retention_ms(self.settings.job_retention_days)
+        retention = self.settings.retention.job_ms
         self.apply(
             Change(
                 id=job.id,
@@ -266,7 +266,7 @@ class Transitions:
                 to="cancelled",
                 lease_clear=True,
                 set={"error": json.dumps({"code": None, "message": f"skipped by cleanup: {why}"})},
-                terminal=retention_ms(self.settings.job_retention_days),
+                terminal=self.settings.retention.job_ms,
             )
         )
         self.store.redis.hset(
@@ -283,7 +283,7 @@ class Transitions:
                 to=state,
                 lease_clear=True,
                 set={"result": json.dumps(result, ensure_ascii=False)},
-                terminal=retention_ms(self.settings.job_retention_days),
+                terminal=self.settings.retention.job_ms,
             )
         )
         metrics().jobs_finished.labels(job.op, state).inc()
