@@ -14,6 +14,7 @@ from worker.callbacks import build_app
 from worker.emulator.server import ThreadedServer
 from worker.jsms import SignRequest
 from worker.jsms.callback import callback_signature
+from worker.settings import RateLimits
 from worker.testing import wait_for
 
 
@@ -233,7 +234,7 @@ def test_a_result_pushed_before_its_create_is_unconfirmed_is_kept_and_matched(
     job = system.runtime.jobs.create(account, "先到的").job_id
     other = system.runtime.jobs.create(account, "别的").job_id
     system.sent.clear()
-    system.runtime.store.run("start", job, 0, 0, 1, 0, 1)
+    system.runtime.store.start(job, 0, RateLimits(burst=1, account_burst=1))
     sign_id = system.runtime.client.create(system.credentials(account), SignRequest("先到的"))
     form = push(system, account, {"signId": sign_id, "status": 2, "refuseReason": "不清晰"})
     response = httpx.post(f"{receiver.url}/callbacks/{account}", data=form)

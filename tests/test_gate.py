@@ -11,7 +11,7 @@ from tests.system import System, build_system, resolve
 from worker.emulator import EmulatorAdmin, EmulatorServer
 from worker.errors import JobError
 from worker.jsms.models import Status
-from worker.store import Change
+from worker.store import Change, Repair
 
 
 @pytest.fixture
@@ -115,11 +115,11 @@ def test_repair_releases_a_finished_holder_and_promotes_a_stranded_head(system: 
     )
     keys = system.runtime.store.keys
     system.runtime.store.redis.hset(keys.job(first), "state", "failed")
-    assert system.runtime.store.repair(account) == ("released", second)
+    assert system.runtime.store.repair(account) == Repair("released", second)
     system.runtime.store.redis.delete(keys.gate(account))
-    assert system.runtime.store.repair(account) == ("promoted", third)
+    assert system.runtime.store.repair(account) == Repair("promoted", third)
     assert gate(system, account) == third
-    assert system.runtime.store.repair(account) == ("ok", None)
+    assert system.runtime.store.repair(account) == Repair("ok", None)
 
 
 def test_accounts_are_independent(system: System) -> None:

@@ -13,6 +13,7 @@ from worker.attempt import RetryLater
 from worker.emulator import EmulatorAdmin, EmulatorServer
 from worker.jsms import SignRequest
 from worker.jsms.models import Status
+from worker.settings import RateLimits
 
 
 def kinds(system: System, account: str) -> list[str]:
@@ -260,7 +261,7 @@ def test_interrupted_submission_is_uncertain_when_run_again(system: System) -> N
     job = system.runtime.jobs.create(account, "进程死了").job_id
     system.sent.clear()
     # What a worker killed right after sending would leave: the lease taken, the API called.
-    system.runtime.store.run("start", job, 0, 0, 1, 0, 1)
+    system.runtime.store.start(job, 0, RateLimits(burst=1, account_burst=1))
     system.runtime.client.create(system.credentials(account), SignRequest("进程死了"))
     assert system.state(job) == "submitting"
     assert system.runtime.reaper.tick().expired_leases == 1
@@ -277,7 +278,7 @@ def test_uncertain_create_too_old_to_retry_is_unconfirmed_without_a_request(
         account = system.tenant()
         job = system.runtime.jobs.create(account, "太久了").job_id
         system.sent.clear()
-        system.runtime.store.run("start", job, 0, 0, 1, 0, 1)
+        system.runtime.store.start(job, 0, RateLimits(burst=1, account_burst=1))
         # The interrupted attempt began long ago (its window of 0 s is long past).
         system.runtime.store.redis.hset(system.runtime.store.keys.job(job), "attempt_at", 1)
         system.runtime.reaper.tick()

@@ -16,6 +16,8 @@ from worker import actors
 from worker.attempt import RetryLater
 from worker.emulator import EmulatorAdmin, EmulatorServer
 from worker.jsms import SignRequest
+from worker.settings import RateLimits
+from worker.store import Claim
 
 
 def die(_ids: Sequence[str]) -> None:
@@ -102,7 +104,7 @@ def test_a_message_sent_but_never_started_is_sent_again(system: System) -> None:
     job = system.runtime.jobs.query(account, 1).job_id
     assert system.sent == [job]
     system.sent.clear()
-    system.runtime.store.run("sent", 60_000, job)
+    system.runtime.store.sent(60_000, [job])
     assert system.runtime.reaper.tick().resent == 0
     make_due(system, job)
     assert system.runtime.reaper.tick().jobs == [job]
@@ -116,7 +118,7 @@ def test_a_reaper_killed_before_sending_loses_no_expired_lease(system: System) -
     account = system.tenant()
     job = system.runtime.jobs.create(account, "租约过期").job_id
     system.sent.clear()
-    system.runtime.store.run("start", job, 0, 0, 1, 0, 1)
+    system.runtime.store.start(job, 0, RateLimits(burst=1, account_burst=1))
     reaper = system.runtime.reaper
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(system.runtime.dispatch, "jobs", die)
@@ -161,13 +163,13 @@ def test_leases_and_the_reaper_read_redis_clock_not_the_host(
     system.sent.clear()
     real_time = time.time
     monkeypatch.setattr(time, "time", lambda: real_time() + 60)
-    system.runtime.store.run("start", job, 30_000, 0, 1, 0, 1)
+    system.runtime.store.start(job, 30_000, RateLimits(burst=1, account_burst=1))
     assert system.runtime.reaper.tick().expired_leases == 0
     store = system.runtime.store
     deadline = store.redis.zscore(store.keys.inflight(), job)
     assert deadline is not None
     assert abs(deadline - (store.time_ms() + 30_000)) < 5000
-    system.runtime.pipeline.leases.store.run("renew", 30_000, job)
+    system.runtime.pipeline.leases.store.renew(30_000, [job])
     renewed = store.redis.zscore(store.keys.inflight(), job)
     assert renewed is not None
     assert abs(renewed - (store.time_ms() + 30_000)) < 5000
@@ -204,7 +206,7 @@ def test_a_late_answer_settles_an_unconfirmed_create(system: System) -> None:
     job = system.runtime.jobs.create(account, "迟到的").job_id
     system.sent.clear()
     pipeline = system.runtime.pipeline
-    reply = system.runtime.store.run("start", job, 0, 0, 1, 0, 1)
+    reply = system.runtime.store.start(job, 0, RateLimits(burst=1, account_burst=1))
     frozen = _attempt(system, reply)
     sign_id = system.runtime.client.create(frozen.creds, SignRequest("迟到的"))
     system.runtime.reaper.tick()
@@ -223,7 +225,7 @@ def test_a_late_answer_for_a_finished_job_is_tracked(system: System) -> None:
     account = system.tenant()
     job = system.runtime.jobs.create(account, "放弃了").job_id
     system.sent.clear()
-    reply = system.runtime.store.run("start", job, 30_000, 0, 1, 0, 1)
+    reply = system.runtime.store.start(job, 30_000, RateLimits(burst=1, account_burst=1))
     attempt = _attempt(system, reply)
     sign_id = system.runtime.client.create(attempt.creds, SignRequest("放弃了"))
     system.runtime.store.redis.hset(system.runtime.store.keys.job(job), "state", "queued")
@@ -319,17 +321,15 @@ class _CountingMetrics:
         """Nor here."""
 
 
-def _attempt(system: System, reply: list[Any]) -> Any:
-    """The Attempt a run would build from the start script's reply."""
-    import json  # noqa: PLC0415
-
+def _attempt(system: System, claim: Claim) -> Any:
+    """The Attempt a run would build from the start script's claim."""
     from worker.attempt import Attempt  # noqa: PLC0415
     from worker.jobs import JobRecord  # noqa: PLC0415
 
-    previous, app_key, secret, snapshot, clock = (str(x) for x in reply[1:6])
-    creds = system.runtime.accounts.credentials(json.loads(snapshot)["account"], app_key, secret)
-    job = JobRecord.from_hash(json.loads(snapshot))
-    return Attempt(job, creds, previous, int(clock), system.clock, system.clock())
+    assert claim.outcome == "run"
+    job = JobRecord.from_hash(claim.snapshot)
+    creds = system.runtime.accounts.credentials(job.account, claim.app_key, claim.stored_secret)
+    return Attempt(job, creds, claim.previous, claim.clock_ms, system.clock, system.clock())
 
 
 def test_a_settled_job_left_in_the_outbox_is_cleaned_by_its_next_delivery(system: System) -> None:

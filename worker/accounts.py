@@ -7,7 +7,6 @@ record, an event or a log line (the log redaction also scrubs every secret read 
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -245,17 +244,16 @@ class Accounts:
         """Stop running the account's jobs (they wait, none fails); False if already paused."""
         self.require(name)
         body = events.make("account.paused", name, reason=reason)
-        status, _ = self.store.run("account", name, "pause", body, reason)
-        return str(status) == "paused"
+        return self.store.set_account(name, "pause", body, reason).status == "paused"
 
     def resume(self, name: str) -> list[str]:
         """Run the account's jobs again; returns the job ids re-queued (to be enqueued)."""
         self.require(name)
         body = events.make("account.resumed", name)
-        status, queued = self.store.run("account", name, "resume", body, "")
-        if str(status) != "resumed":
+        flip = self.store.set_account(name, "resume", body)
+        if flip.status != "resumed":
             raise AccountError(f"account {name} is not paused")
-        return list(json.loads(queued) or [])
+        return flip.queued
 
 
 def _check(name: str, app_key: str, master_secret: str) -> None:

@@ -64,8 +64,7 @@ class BrokerDispatcher:
             return
         for job_id in job_ids:
             self.send(RUN_JOB, job_id, queue=self.queue)
-        redeliver = int(self.store.settings.redeliver_seconds * 1000)
-        self.store.run("sent", redeliver, *job_ids)
+        self.store.sent(int(self.store.settings.redeliver_seconds * 1000), job_ids)
 
     def poll(self, members: list[str]) -> None:
         """A chunk of due signatures for a worker to poll."""

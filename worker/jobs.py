@@ -119,11 +119,9 @@ class Jobs:
             for sha, data in images.items():
                 pipe.set(self.keys.image(sha), data, px=ttl)
             pipe.execute()
-        pipe = self.store.redis.pipeline(transaction=False)
-        for item in prepared:
-            if not isinstance(item, Exception):
-                self.store.run("submit", json.dumps(item[1], ensure_ascii=False), pipe=pipe)
-        replies = iter(pipe.execute())
+        replies = iter(
+            self.store.submit([item[1] for item in prepared if not isinstance(item, Exception)])
+        )
         results: list[Submitted | Exception] = []
         to_send: list[str] = []
         for item in prepared:
@@ -131,8 +129,8 @@ class Jobs:
                 results.append(item)
                 continue
             spec, payload = item
-            outcome, value = next(replies)
-            results.append(self._answer(spec, payload, str(outcome), str(value), to_send))
+            intake = next(replies)
+            results.append(self._answer(spec, payload, intake.outcome, intake.value, to_send))
         if to_send:
             self.dispatch.jobs(to_send)
         return results
@@ -284,14 +282,15 @@ class Jobs:
 
     def retry(self, job_id: str) -> str:
         """Run a failed or cancelled job again; returns its new state (queued or parked)."""
-        state, before = (text(x) for x in self.store.run("retry", job_id))
-        if state == "refused":
+        retried = self.store.retry(job_id)
+        if retried.state == "refused":
             raise JobError(
-                f"job {job_id} is {before or 'unknown'}; only a failed or cancelled job is retried"
+                f"job {job_id} is {retried.before or 'unknown'}; "
+                "only a failed or cancelled job is retried"
             )
-        if state == "queued":
+        if retried.state == "queued":
             self.dispatch.jobs([job_id])
-        return state
+        return retried.state
 
     def confirm(self, job_id: str, sign_id: int, *, by: str = "operator") -> None:
         """Settle an unconfirmed create: its signature was found (by an operator, a callback)."""

@@ -52,6 +52,6 @@ class Leases:
             if not held:
                 continue
             try:
-                self.store.run("renew", lease_ms, *held)
+                self.store.renew(lease_ms, held)
             except Exception:
                 log.warning("lease_renewal_failed", jobs=len(held), exc_info=True)

@@ -71,15 +71,14 @@ class Reaper:
 
     def _repair_gates(self) -> list[str]:
         accounts = texts(self.store.redis.smembers(self.keys.accounts()))
-        pipe = self.store.redis.pipeline(transaction=False)
-        for account in accounts:
-            self.store.run("repair", account, pipe=pipe)
         handed = []
-        for account, (what, next_job) in zip(accounts, pipe.execute(), strict=True):
-            if str(what) != "ok":
-                log.warning("gate_repaired", account=account, what=str(what), next_job=next_job)
-                if next_job:
-                    handed.append(str(next_job))
+        for account, repair in zip(accounts, self.store.repair_many(accounts), strict=True):
+            if repair.what != "ok":
+                log.warning(
+                    "gate_repaired", account=account, what=repair.what, next_job=repair.next_job
+                )
+                if repair.next_job:
+                    handed.append(repair.next_job)
         return handed
 
     def _prune(self) -> int:

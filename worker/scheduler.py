@@ -55,11 +55,11 @@ class Scheduler:
     def lead(self) -> bool:
         """Take or renew the lease; True while this instance is the leader."""
         ttl = int(self.settings.leader_ttl_seconds * 1000)
-        return bool(int(self.store.run("lead", self.node, ttl)))
+        return self.store.lead(self.node, ttl)
 
     def resign(self) -> None:
         """Give the lease up at once (a clean shutdown), so a standby need not wait."""
-        self.store.run("resign", self.node)
+        self.store.resign(self.node)
 
     def tick(self) -> Tick:
         """One round of periodic work, if this instance leads."""

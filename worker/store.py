@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from typing import Any
@@ -137,8 +137,51 @@ class ReapMoves:
     due: list[str]
 
 
+@dataclass(frozen=True)
+class Intake:
+    """What ``submit`` did with one job spec: ``queued``/``parked``/``duplicate`` (``value``
+    the job id), ``no_account`` or ``full``."""
+
+    outcome: str
+    value: str
+
+
+@dataclass(frozen=True)
+class Repair:
+    """What ``repair`` did to an account's gate (``ok``: nothing to do), and the job it
+    handed the gate to, whose message the caller sends."""
+
+    what: str
+    next_job: str | None
+
+
+@dataclass(frozen=True)
+class Observed:
+    """How an observed status compared with the tracked one (``same``, ``changed``, ``gone``,
+    ``untracked``, ...), and the job the account's gate went to, if it was released."""
+
+    what: str
+    next_job: str | None
+
+
+@dataclass(frozen=True)
+class Retried:
+    """A retry's new state (``queued``, ``parked`` or ``refused``) and the state before."""
+
+    state: str
+    before: str
+
+
+@dataclass(frozen=True)
+class AccountFlip:
+    """A pause or resume: ``paused``/``resumed`` or why not, and the jobs it re-queued."""
+
+    status: str
+    queued: list[str]
+
+
 class Store:
-    """One process's Redis connection and registered scripts."""
+    """One process's Redis connection and registered scripts, each behind a typed method."""
 
     def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
         self.settings = settings
@@ -179,7 +222,7 @@ class Store:
             )
         }
 
-    def run(self, name: str, *args: object, pipe: Any = None) -> Any:
+    def _run(self, name: str, *args: object, pipe: Any = None) -> Any:
         """Run a script with the common arguments (prefix, events MAXLEN, outbox grace) first."""
         s = self.settings
         argv: list[Any] = [s.prefix, s.events_maxlen, int(s.outbox_grace_seconds * 1000), *args]
@@ -187,7 +230,7 @@ class Store:
 
     def start(self, job_id: str, lease_ms: int, limits: RateLimits) -> Claim:
         """Claim a job for a run (``lua/start.lua``)."""
-        reply = [text(x) for x in self.run("start", job_id, lease_ms, *_limits(limits))]
+        reply = [text(x) for x in self._run("start", job_id, lease_ms, *_limits(limits))]
         outcome = reply[0]
         if outcome == "throttled":
             return Claim(outcome, wait_ms=int(reply[1]))
@@ -206,7 +249,7 @@ class Store:
 
     def poll(self, account: str, limits: RateLimits) -> PollClaim:
         """Take a rate-limit token and read the credentials for one poll (``lua/poll.lua``)."""
-        reply = [text(x) for x in self.run("poll", account, *_limits(limits))]
+        reply = [text(x) for x in self._run("poll", account, *_limits(limits))]
         if reply[0] == "throttled":
             return PollClaim("throttled", wait_ms=int(reply[1]))
         if reply[0] == "run":
@@ -215,13 +258,13 @@ class Store:
 
     def claim_due(self, limit: int, hold_ms: int) -> DueClaim:
         """Claim up to ``limit`` due signatures for ``hold_ms`` (``lua/claim.lua``)."""
-        now, *reply = texts(self.run("claim", limit, hold_ms))
+        now, *reply = texts(self._run("claim", limit, hold_ms))
         return DueClaim(int(now), reply[0::2], [float(x) for x in reply[1::2]])
 
     def reap(self, batch: int) -> ReapMoves:
         """Move expired leases and due probes into the outbox; read what is due there
         (``lua/reap.lua``)."""
-        expired, probes, *due = (text(x) for x in self.run("reap", batch))
+        expired, probes, *due = (text(x) for x in self._run("reap", batch))
         return ReapMoves(int(expired), int(probes), due)
 
     def time_ms(self) -> int:
@@ -231,15 +274,63 @@ class Store:
 
     def apply(self, change: Change) -> Applied:
         """Apply a change to a job atomically."""
-        applied, previous, next_job = self.run("apply", change.to_json())
+        applied, previous, next_job = self._run("apply", change.to_json())
         if int(applied) and change.events:
             self.on_published([json.loads(event)["type"] for event in change.events])
         return Applied(bool(int(applied)), str(previous), str(next_job) or None)
 
-    def repair(self, account: str) -> tuple[str, str | None]:
-        """Release a dead gate holder or promote a stranded FIFO head; returns what it did."""
-        what, next_job = self.run("repair", account)
-        return str(what), str(next_job) or None
+    def repair(self, account: str) -> Repair:
+        """Release the account's dead gate holder or promote a stranded FIFO head
+        (``lua/repair.lua``)."""
+        what, next_job = texts(self._run("repair", account))
+        return Repair(what, next_job or None)
+
+    def repair_many(self, accounts: list[str]) -> list[Repair]:
+        """``repair`` for each account, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for account in accounts:
+            self._run("repair", account, pipe=pipe)
+        return [Repair(text(what), text(nxt) or None) for what, nxt in pipe.execute()]
+
+    def submit(self, specs: Sequence[dict[str, Any]]) -> list[Intake]:
+        """Accept job specs, one script call each in one round trip (``lua/submit.lua``)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for spec in specs:
+            self._run("submit", json.dumps(spec, ensure_ascii=False), pipe=pipe)
+        return [Intake(text(outcome), text(value)) for outcome, value in pipe.execute()]
+
+    def observe(self, spec: dict[str, Any]) -> Observed:
+        """Compare an observed status with the tracked one and apply what follows
+        (``lua/observe.lua``)."""
+        what, next_job = texts(self._run("observe", json.dumps(spec, ensure_ascii=False)))
+        return Observed(what, next_job or None)
+
+    def retry(self, job_id: str) -> Retried:
+        """Put a failed or cancelled job back through its account's gate (``lua/retry.lua``)."""
+        state, before = texts(self._run("retry", job_id))
+        return Retried(state, before)
+
+    def set_account(self, name: str, action: str, event: str, reason: str = "") -> AccountFlip:
+        """Pause or resume an account (``lua/account.lua``), publishing ``event``."""
+        status, queued = texts(self._run("account", name, action, event, reason))
+        return AccountFlip(status, list(json.loads(queued or "null") or []))
+
+    def renew(self, lease_ms: int, job_ids: Sequence[str]) -> None:
+        """Extend the leases of jobs this process runs (``lua/renew.lua``)."""
+        self._run("renew", lease_ms, *job_ids)
+
+    def sent(self, redeliver_ms: int, job_ids: Sequence[str]) -> None:
+        """Note that messages went out for jobs: the outbox sends again only after
+        ``redeliver_ms`` if none has started (``lua/sent.lua``)."""
+        self._run("sent", redeliver_ms, *job_ids)
+
+    def lead(self, node: str, ttl_ms: int) -> bool:
+        """Take or renew the scheduler's lease for ``node`` (``lua/lead.lua``)."""
+        return bool(int(self._run("lead", node, ttl_ms)))
+
+    def resign(self, node: str) -> None:
+        """Give the scheduler's lease up if ``node`` holds it (``lua/resign.lua``)."""
+        self._run("resign", node)
 
     def close(self) -> None:
         """Close the connection pool."""

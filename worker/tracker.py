@@ -26,7 +26,7 @@ from worker.jsms.errors import AuthError, InvalidSignId, JsmsError
 from worker.jsms.models import Signature, validate_sign_id
 from worker.keys import member, parse_member
 from worker.metrics import metrics
-from worker.store import Store, fields, text, texts
+from worker.store import Store, fields, texts
 
 log = structlog.get_logger(__name__)
 CLAIM_MS = 60_000
@@ -230,9 +230,8 @@ class Tracker:
         }
         if status is not None:
             spec["status"] = status
-        what, next_job = (
-            text(x) for x in self.store.run("observe", json.dumps(spec, ensure_ascii=False))
-        )
+        observed = self.store.observe(spec)
+        what, next_job = observed.what, observed.next_job
         if next_job:
             self.dispatch.jobs([next_job])
         if what == "gone":
