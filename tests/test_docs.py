@@ -7,7 +7,10 @@ import re
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
+
+import redis
 
 from tests.system import System
 from worker.emulator.server import load_accounts
@@ -113,3 +116,22 @@ def test_every_setting_is_in_the_readme_table() -> None:
     names = [f"SIGNQ_{f.name.upper()}" for f in fields(Settings) if f.name != "redis_explicit"]
     missing = [name for name in names if f"`{name}`" not in table]
     assert missing == []
+
+
+def test_the_readme_testing_example_runs_as_shown(redis_url: str) -> None:
+    """The README's example of worker.testing, run exactly as shown (on the session's Redis):
+    a signature goes through an in-process system to approval, and nothing of its prefix is
+    left behind."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    match = re.search(r"<!-- testing-example -->\n```python\n(.*?)```", text, re.S)
+    assert match, "the README lost its testing example"
+    prefix = f"myapp-test-{uuid.uuid4().hex[:6]}"
+    code = match.group(1).replace('prefix="myapp-test"', f"prefix={prefix!r}")
+    assert code != match.group(1)
+    namespace: dict[str, object] = {}
+    exec(compile(code, "README.md:testing-example", "exec"), namespace)  # noqa: S102
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert list(client.scan_iter(match=f"{prefix}:*")) == []
+    finally:
+        client.close()

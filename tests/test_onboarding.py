@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ from tests.helpers import PNG
 from tests.system import System, dramatiq_system
 from worker import onboarding
 from worker.emulator import EmulatorAdmin, EmulatorServer
+from worker.testing import run_cli
 
 
 def write_csv(tmp_path: Path, account: str, *, bad: bool = False) -> Path:
@@ -134,19 +133,30 @@ def test_cli_reports_lines_and_prints_json_lines(system: System, tmp_path: Path)
     account = system.tenant()
     path = write_csv(tmp_path, account, bad=True)
     env = {**os.environ, "SIGNQ_PREFIX": system.settings.prefix}
-    result = subprocess.run(
-        [sys.executable, "-m", "worker", "onboard", str(path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    result = run_cli(["onboard", str(path)], env=env)
     assert result.returncode == 1
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["line"] for r in rows] == [2, 3, 4]
     assert f"{path}:5: sign: may hold only" in result.stderr
     assert "8 row(s): 3 enqueued, 0 already submitted, 5 bad" in result.stderr
+
+
+def test_cli_strict_names_every_bad_row_and_enqueues_nothing(
+    system: System, tmp_path: Path
+) -> None:
+    """`signq onboard --strict` with bad rows: each named by file and line, then one line that
+    nothing was enqueued, exit 2, and no job made."""
+    account = system.tenant()
+    path = write_csv(tmp_path, account, bad=True)
+    env = {**os.environ, "SIGNQ_PREFIX": system.settings.prefix}
+    result = run_cli(["onboard", "--strict", str(path)], env=env)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert [line.split(": ")[0] for line in lines[:5]] == [f"{path}:{n}" for n in range(5, 10)]
+    assert lines[5] == "signq: 5 bad row(s); nothing was enqueued (--strict)"
+    assert "Traceback" not in result.stderr
+    assert system.runtime.jobs.find(account=account) == []
 
 
 @pytest.mark.slow

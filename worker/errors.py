@@ -49,6 +49,15 @@ class OnboardError(SignqError, ValueError):
     """A file that cannot be onboarded at all (unreadable, wrong columns, bad rows refused)."""
 
 
+class RowsRefused(OnboardError):
+    """A file refused whole because some rows are bad (the strict mode); ``problems`` holds
+    each bad row's line and reason."""
+
+    def __init__(self, problems: list[tuple[int, str]]) -> None:
+        super().__init__(f"{len(problems)} bad row(s); nothing was enqueued")
+        self.problems = problems
+
+
 class EmbeddedRedisError(SignqError, RuntimeError):
     """No redis-server binary could be found or started."""
 

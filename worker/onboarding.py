@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from worker.errors import FileProblem, OnboardError
+from worker.errors import FileProblem, OnboardError, RowsRefused
 from worker.files import csv_rows, read_text
 from worker.jsms.errors import ValidationError
 from worker.jsms.models import Image, SignRequest, validate_request
@@ -103,7 +103,7 @@ def onboard(
     rows, bad = read(path, runtime)
     report = Report(rows=len(rows) + len(bad), bad=bad)
     if strict and bad:
-        raise OnboardError(f"{len(bad)} bad row(s); nothing was enqueued (--strict)")
+        raise RowsRefused([(b.line, b.reason) for b in bad])
     for start in range(0, len(rows), BATCH):
         batch = rows[start : start + BATCH]
         results = runtime.jobs.submit_many([_spec(row) for row in batch])

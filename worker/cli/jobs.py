@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.cli.common import CliError, iso, runtime
+from worker.errors import RowsRefused
 from worker.jsms.models import Image
 from worker.records import JobRecord, Submitted
 from worker.settings import Settings
@@ -110,7 +111,17 @@ def _line(record: JobRecord) -> str:
 
 
 def onboard(args: argparse.Namespace, settings: Settings) -> int:
-    """`signq onboard FILE`: check every row, enqueue the good ones, optionally wait."""
+    """`signq onboard FILE`: check every row, enqueue the good ones, optionally wait; with
+    --strict, any bad row refuses the whole file (each named, nothing enqueued)."""
+    try:
+        return _onboard(args, settings)
+    except RowsRefused as exc:
+        for line, reason in exc.problems:
+            print(f"{args.file}:{line}: {reason}", file=sys.stderr)
+        raise CliError(f"{exc} (--strict)") from None
+
+
+def _onboard(args: argparse.Namespace, settings: Settings) -> int:
     from worker import onboarding  # noqa: PLC0415
 
     rt = runtime(settings)
