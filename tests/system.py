@@ -107,7 +107,7 @@ def build_system(emulator_server: EmulatorServer, admin: EmulatorAdmin, **overri
     dispatcher = RecordingDispatcher()
     runtime = Runtime.build(settings, client=client, dispatch=dispatcher)
     dispatcher.store = runtime.store
-    runtime.pipeline.to.sleep, runtime.pipeline.to.clock = system_clock.sleep, system_clock
+    runtime.pipeline.to.clock = system_clock
     return System(runtime, admin, sent=dispatcher.sent, clock=system_clock)
 
 

@@ -20,7 +20,6 @@ Outcomes of a submission (create or modify), whose job holds its account's audit
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +34,7 @@ from worker.attempt import (
     uncertain_delay,
     undecided,
 )
+from worker.clock import SYSTEM_CLOCK, Clock
 from worker.dispatch import Dispatcher
 from worker.errors import AccountError, SecretKeyError
 from worker.jobs import Jobs
@@ -81,15 +81,14 @@ class Pipeline:
         client: JsmsClient,
         dispatch: Dispatcher,
         *,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.store = store
         self.settings = store.settings
         self.accounts = accounts
         self.jobs = jobs
         self.client = client
-        self.to = Transitions(store, dispatch, sleep=sleep, clock=clock)
+        self.to = Transitions(store, dispatch, clock=clock)
         self.leases = Leases(store)
         # Called with an account once one of its creates is unconfirmed: results pushed for it
         # before then are matched (the tracker's ``settle_unconfirmed``).
@@ -190,7 +189,7 @@ class Pipeline:
                 return self._took_effect(attempt, undecided(attempt))
             if delay > _SLEEP_IN_RUN_MAX:
                 return self._transient(attempt, answer, uncertain=True, delay_ms=int(delay * 1000))
-            self.to.sleep(delay)
+            self.to.clock.sleep(delay)
 
     def _send(self, attempt: Attempt, request: SignRequest) -> int | JsmsError:
         """One submission: the sign id, or the error the API (or the way to it) answered."""

@@ -8,7 +8,6 @@ event publishing) in front of it.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -37,12 +36,6 @@ def texts(values: Any) -> list[str]:
 def fields(value: Any) -> dict[str, str]:
     """A hash reply as a dict of str."""
     return {text(k): text(v) for k, v in (value or {}).items()}
-
-
-def now_ms() -> int:
-    """This host's wall-clock time in ms: for what one process measures or shows, never for a
-    deadline another process compares (those read Redis's clock: ``Store.time_ms``)."""
-    return int(time.time() * 1000)
 
 
 @dataclass

@@ -80,7 +80,7 @@ class InlineDispatcher(RecordingDispatcher):
 
 
 class FakeClock:
-    """A monotonic clock that moves only when slept on: waits cost a test no real time, and
+    """A ``worker.clock.Clock`` that moves only when slept on: waits cost a test no real time, and
     the test reads every wait that was asked for."""
 
     def __init__(self) -> None:

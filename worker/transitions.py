@@ -9,14 +9,13 @@ The pipeline decides which transition an outcome is; this module is how each is 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from typing import Any
 
 import redis
 import structlog
 
 from worker import events
+from worker.clock import SYSTEM_CLOCK, Clock
 from worker.dispatch import Dispatcher
 from worker.jsms.errors import AuditPending, JsmsError
 from worker.keys import member
@@ -41,13 +40,11 @@ class Transitions:
         store: Store,
         dispatch: Dispatcher,
         *,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.store = store
         self.settings = store.settings
         self.dispatch = dispatch
-        self.sleep = sleep
         self.clock = clock
 
     def apply(self, change: Change, **context: object) -> Applied:
@@ -62,7 +59,7 @@ class Transitions:
                     log.error("outcome_not_recorded", to=change.to, error=str(exc), **context)
                     raise
                 log.warning("outcome_record_waiting_for_redis", error=str(exc), **context)
-                self.sleep(pause)
+                self.clock.sleep(pause)
                 pause = min(5.0, pause * 2)
                 continue
             if applied.next_job:
