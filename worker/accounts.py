@@ -54,22 +54,21 @@ class SecretBox:
             return _PLAIN + secret
         return _ENCRYPTED + self._fernet.encrypt(secret.encode()).decode()
 
-    def open(self, account: str, stored: str) -> str:
-        """The secret back; a clear error when it cannot be read with this configuration."""
+    def open(self, owner: str, stored: str) -> str:
+        """The secret back; a clear error, naming its ``owner`` ("account acme", "webhook
+        endpoint ep_1"), when it cannot be read with this configuration."""
         if stored.startswith(_PLAIN):
             return stored[len(_PLAIN) :]
         if not stored.startswith(_ENCRYPTED):
-            raise AccountError(f"account {account}: stored secret has an unknown format")
+            raise AccountError(f"{owner}: stored secret has an unknown format")
         if self._fernet is None:
             raise SecretKeyError(
-                f"account {account}: its secret is encrypted; set SIGNQ_SECRET_KEY to read it"
+                f"{owner}: its secret is encrypted; set SIGNQ_SECRET_KEY to read it"
             )
         try:
             return self._fernet.decrypt(stored[len(_ENCRYPTED) :].encode()).decode()
         except InvalidToken:
-            raise SecretKeyError(
-                f"account {account}: SIGNQ_SECRET_KEY does not decrypt its secret"
-            ) from None
+            raise SecretKeyError(f"{owner}: SIGNQ_SECRET_KEY does not decrypt its secret") from None
 
     @staticmethod
     def rotate(stored: str, new_key: str, old_key: str | None) -> str:
@@ -158,7 +157,7 @@ class Accounts:
         """Credentials from what the start script read, decrypted once per distinct secret."""
         cached = self._opened.get((app_key, stored_secret))
         if cached is None:
-            secret = self.box.open(name, stored_secret)
+            secret = self.box.open(f"account {name}", stored_secret)
             logs.register_secret(secret)
             cached = Credentials(app_key, secret)
             self._opened[(app_key, stored_secret)] = cached
@@ -177,7 +176,7 @@ class Accounts:
         problems = {}
         for name, stored in self._stored_secrets():
             try:
-                self.box.open(name, stored)
+                self.box.open(f"account {name}", stored)
             except AccountError as exc:
                 problems[name] = str(exc)
         return problems

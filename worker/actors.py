@@ -18,7 +18,17 @@ from dramatiq import Actor, Broker, Middleware
 
 from worker import logs, metrics
 from worker.attempt import RetryLater
-from worker.broker import CLEANUP, JOB_EXHAUSTED, POLL, REAP, RUN_JOB, build_broker, track_queue
+from worker.broker import (
+    CLEANUP,
+    JOB_EXHAUSTED,
+    POLL,
+    REAP,
+    RUN_JOB,
+    WEBHOOK,
+    build_broker,
+    track_queue,
+    webhook_queue,
+)
 from worker.runtime import Runtime
 from worker.settings import Settings
 
@@ -144,6 +154,15 @@ def cleanup() -> None:
         log.warning("redis_unavailable", actor="cleanup", error=str(exc))
 
 
+def webhook(delivery_id: str) -> None:
+    """One attempt of a webhook delivery (its state in Redis owns it: a lost message comes
+    due again after the claim's hold)."""
+    try:
+        runtime().deliveries.deliver(delivery_id)
+    except _REDIS_DOWN as exc:
+        log.warning("redis_unavailable", actor="webhook", error=str(exc))
+
+
 def declare(target: Broker, settings: Settings) -> dict[str, Actor[Any, Any]]:
     """Declare signq's actors on a broker (``setup()``'s; tests and embedders their own)."""
     queue, track = settings.queue, track_queue(settings)
@@ -168,4 +187,12 @@ def declare(target: Broker, settings: Settings) -> dict[str, Actor[Any, Any]]:
         CLEANUP: dramatiq.actor(broker=target, actor_name=CLEANUP, queue_name=track, max_retries=0)(
             cleanup
         ),
+        WEBHOOK: dramatiq.actor(
+            broker=target,
+            actor_name=WEBHOOK,
+            queue_name=webhook_queue(settings),
+            max_retries=0,
+            # Above the delivery's own timeout: a hung receiver is cut by httpx, not by this.
+            time_limit=int((settings.webhook_timeout * 3 + 30) * 1000),
+        )(webhook),
     }

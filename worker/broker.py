@@ -9,6 +9,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.message import Message
 from redis import Redis
 
+from worker import tracing
 from worker.keys import Keys
 from worker.middleware import LogContext
 from worker.settings import Settings
@@ -19,11 +20,17 @@ JOB_EXHAUSTED = "signq.job_exhausted"
 POLL = "signq.poll"
 REAP = "signq.reap"
 CLEANUP = "signq.cleanup"
+WEBHOOK = "signq.webhook"
 
 
 def track_queue(settings: Settings) -> str:
     """The queue of polls, reaper and cleanup: never stuck behind a backlog of submissions."""
     return f"{settings.queue}.track"
+
+
+def webhook_queue(settings: Settings) -> str:
+    """The queue of webhook deliveries."""
+    return f"{settings.queue}.webhooks"
 
 
 def build_broker(settings: Settings, client: Redis | None = None) -> RedisBroker:
@@ -42,8 +49,11 @@ def build_broker(settings: Settings, client: Redis | None = None) -> RedisBroker
         maintenance_chance=settings.maintenance_chance,
     )
     broker.add_middleware(LogContext())
+    if tracing.configure(settings.otel_exporter):
+        broker.add_middleware(tracing.Propagation())
     broker.declare_queue(settings.queue)
     broker.declare_queue(track_queue(settings))
+    broker.declare_queue(webhook_queue(settings))
     return broker
 
 
@@ -77,6 +87,12 @@ class BrokerDispatcher:
     def cleanup(self) -> None:
         """The periodic cleanup for a worker to run."""
         self.send(CLEANUP)
+
+    def webhooks(self, delivery_ids: Sequence[str]) -> None:
+        """One message per webhook delivery, on the webhooks queue (a slow receiver never
+        holds up the jobs or the polls)."""
+        for delivery_id in delivery_ids:
+            self.send(WEBHOOK, delivery_id, queue=webhook_queue(self.store.settings))
 
     def send(self, actor: str, *args: object, queue: str | None = None) -> None:
         """Send one message to an actor by name (the tracking queue unless told otherwise)."""

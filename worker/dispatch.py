@@ -22,3 +22,6 @@ class Dispatcher(Protocol):
 
     def cleanup(self) -> None:
         """The periodic cleanup."""
+
+    def webhooks(self, delivery_ids: Sequence[str]) -> None:
+        """One attempt of each webhook delivery."""

@@ -58,6 +58,11 @@ class RowsRefused(OnboardError):
         self.problems = problems
 
 
+class WebhookError(SignqError, ValueError):
+    """A webhook endpoint operation that cannot be done (a bad URL, secret or filter, an
+    unknown endpoint); the message says why."""
+
+
 class EmbeddedRedisError(SignqError, RuntimeError):
     """No redis-server binary could be found or started."""
 

@@ -35,6 +35,8 @@ TYPES = frozenset(
         "account.paused",
         "account.resumed",
         "account.blocked_external",
+        "webhook.test",
+        "webhook.endpoint_disabled",
     }
 )
 

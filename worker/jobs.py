@@ -18,7 +18,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from worker import events
+from worker import events, tracing
 from worker.accounts import Accounts
 from worker.dispatch import Dispatcher
 from worker.errors import JobError
@@ -98,17 +98,34 @@ class Jobs:
         """Accept many jobs with pipelined writes; each answer is a Submitted or its error.
 
         Every spec is validated before anything is written; a bad one gets its error and the
-        others go ahead.
+        others go ahead. With tracing on, this is the ``signq.job.accept`` span, and each job
+        keeps its context: the job's run and the polls of its signature join its trace.
         """
+        with tracing.span("signq.job.accept", kind="producer", jobs=len(specs)) as span:
+            results = self._submit_many(specs)
+            if len(specs) == 1 and not isinstance(results[0], Exception):
+                tracing.annotate(
+                    span,
+                    job_id=results[0].job_id,
+                    account=specs[0].account,
+                    op=specs[0].op,
+                    state=results[0].state,
+                )
+            return results
+
+    def _submit_many(self, specs: Sequence[JobSpec]) -> list[Submitted | Exception]:
         prepared: list[tuple[JobSpec, dict[str, Any]] | Exception] = []
         images: dict[str, bytes] = {}
         known = self._existing_accounts({spec.account for spec in specs})
+        context = json.dumps(tracing.carrier()) if tracing.enabled() else ""
         for spec in specs:
             try:
                 payload = self._prepare(spec, known)
             except (ValidationError, JobError) as exc:
                 prepared.append(exc)
                 continue
+            if context:
+                payload["fields"]["trace"] = context
             prepared.append((spec, payload))
             if spec.request is not None:
                 for image in spec.request.images:

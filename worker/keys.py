@@ -38,6 +38,16 @@ _TEMPLATES: dict[str, str] = {
     "reaping": "scheduler:reaping",
     "nonce": "callback:nonce:{0}:{1}",
     "cleanup": "cleanup:last",
+    "webhooks": "webhooks",
+    "webhook": "webhook:{0}",
+    "wh_cursor": "webhooks:cursor",
+    "wh_due": "webhooks:due",
+    "wh_delivery": "whd:{0}",
+    "wh_fifo": "whq:{0}:{1}",
+    "wh_slot": "whs:{0}:{1}",
+    "wh_dead": "webhooks:dead:{0}",
+    "wh_attempts": "webhooks:attempts:{0}",
+    "wh_lock": "whl:{0}",
 }
 
 
@@ -165,6 +175,46 @@ class Keys:
     def cleanup(self) -> str:
         """String: when the periodic cleanup last ran."""
         return self._key("cleanup")
+
+    def webhooks(self) -> str:
+        """Set: the ids of the webhook endpoints."""
+        return self._key("webhooks")
+
+    def webhook(self, endpoint: str) -> str:
+        """Hash: a webhook endpoint (URL, filters, sealed secret, state)."""
+        return self._key("webhook", endpoint)
+
+    def wh_cursor(self) -> str:
+        """String: the id of the last event fanned out to webhook deliveries."""
+        return self._key("wh_cursor")
+
+    def wh_due(self) -> str:
+        """Sorted set: deliveries that may be sent, by when (a claimed one moves ahead)."""
+        return self._key("wh_due")
+
+    def wh_delivery(self, delivery: str) -> str:
+        """Hash: one delivery of one event to one endpoint."""
+        return self._key("wh_delivery", delivery)
+
+    def wh_fifo(self, endpoint: str, account: str) -> str:
+        """List: deliveries of one account to one endpoint waiting behind the one in flight."""
+        return self._key("wh_fifo", endpoint, account)
+
+    def wh_slot(self, endpoint: str, account: str) -> str:
+        """String: the delivery of one account to one endpoint in flight (one at a time)."""
+        return self._key("wh_slot", endpoint, account)
+
+    def wh_dead(self, endpoint: str) -> str:
+        """Sorted set: an endpoint's dead deliveries, by when they died."""
+        return self._key("wh_dead", endpoint)
+
+    def wh_attempts(self, endpoint: str) -> str:
+        """List: an endpoint's latest delivery attempts, newest first (JSON)."""
+        return self._key("wh_attempts", endpoint)
+
+    def wh_lock(self, delivery: str) -> str:
+        """String: held while one sender attempts a delivery (a second message waits)."""
+        return self._key("wh_lock", delivery)
 
     def dramatiq_namespace(self) -> str:
         """Namespace of Dramatiq's own keys."""

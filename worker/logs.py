@@ -15,6 +15,7 @@ from typing import Any
 
 import structlog
 
+from worker import tracing
 from worker.jsms.credentials import mask
 
 REDACTED = "[redacted]"
@@ -78,6 +79,8 @@ def configure(level: str = "INFO", fmt: str = "auto") -> None:
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.stdlib.ExtraAdder(),
+        # trace_id/span_id of the active span when tracing is on (a dict lookup when off).
+        tracing.add_trace_ids,
         redact,
     ]
     renderer: Any = (

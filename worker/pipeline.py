@@ -25,6 +25,7 @@ from typing import Any
 
 import structlog
 
+from worker import tracing
 from worker.accounts import Accounts
 from worker.attempt import (
     Attempt,
@@ -52,7 +53,7 @@ from worker.jsms.models import Image, SignRequest, Status
 from worker.leases import Leases
 from worker.metrics import metrics
 from worker.records import JobRecord
-from worker.store import Store
+from worker.store import Claim, Store
 from worker.transitions import Transitions
 
 log = structlog.get_logger(__name__)
@@ -106,31 +107,45 @@ class Pipeline:
             log.info("job_not_run", job_id=job_id, why=claim.outcome)
             return claim.outcome
         job = JobRecord.from_hash(claim.snapshot)
-        with structlog.contextvars.bound_contextvars(
-            job_id=job.id, account=job.account, op=job.op, sign_id=job.sign_id
+        with (
+            structlog.contextvars.bound_contextvars(
+                job_id=job.id, account=job.account, op=job.op, sign_id=job.sign_id
+            ),
+            tracing.span(
+                "signq.job.run",
+                parent=job.trace,
+                job_id=job.id,
+                account=job.account,
+                op=job.op,
+                sign_id=job.sign_id,
+                attempt=job.attempts + 1,
+            ) as span,
         ):
-            try:
-                creds = self.accounts.credentials(job.account, claim.app_key, claim.stored_secret)
-            except SecretKeyError as exc:
-                # This worker's key is wrong, not the tenant: the job waits for one that can.
-                log.error("secret_key_cannot_open_secret", error=str(exc))
-                error = {"code": None, "message": str(exc)}
-                self.to.rescheduled(
-                    job, error, KEY_MISSING_RETRY_MS, why="secret_key", uncertain=False
-                )
-                raise RetryLater(str(exc), KEY_MISSING_RETRY_MS) from None
-            except AccountError as exc:
-                return self._pause(job, str(exc))
-            attempt = Attempt(
-                job,
-                creds,
-                claim.previous,
-                claim.clock_ms,
-                self.to.clock,
-                self.to.clock(),
-                claim.probing,
-            )
-            return self._execute(attempt)
+            outcome = self._claimed(job, claim)
+            tracing.annotate(span, outcome=outcome)
+            return outcome
+
+    def _claimed(self, job: JobRecord, claim: Claim) -> str:
+        try:
+            creds = self.accounts.credentials(job.account, claim.app_key, claim.stored_secret)
+        except SecretKeyError as exc:
+            # This worker's key is wrong, not the tenant: the job waits for one that can.
+            log.error("secret_key_cannot_open_secret", error=str(exc))
+            error = {"code": None, "message": str(exc)}
+            self.to.rescheduled(job, error, KEY_MISSING_RETRY_MS, why="secret_key", uncertain=False)
+            raise RetryLater(str(exc), KEY_MISSING_RETRY_MS) from None
+        except AccountError as exc:
+            return self._pause(job, str(exc))
+        attempt = Attempt(
+            job,
+            creds,
+            claim.previous,
+            claim.clock_ms,
+            self.to.clock,
+            self.to.clock(),
+            claim.probing,
+        )
+        return self._execute(attempt)
 
     def _execute(self, attempt: Attempt) -> str:
         job = attempt.job
@@ -307,6 +322,7 @@ class Pipeline:
         delay_ms: int | None = None,
     ) -> str:
         job = attempt.job
+        tracing.annotate(tracing.current(), jsms_error_code=exc.code, error=str(exc))
         first = job.ms("first_failure_at") or attempt.now_ms()
         if attempt.now_ms() - first > self.settings.retry_budget_seconds * 1000:
             return self._fail(job, exc, "gave up after the retry budget: " + str(exc))
@@ -323,6 +339,8 @@ class Pipeline:
         raise RetryLater(str(exc), delay)
 
     def _fail(self, job: JobRecord, exc: JsmsError | None, message: str | None = None) -> str:
+        if exc is not None:
+            tracing.annotate(tracing.current(), jsms_error_code=exc.code, error=str(exc))
         self.to.failed(job, exc, message)
         return "failed"
 

@@ -84,6 +84,11 @@ class JobRecord:
         """True once nothing more will happen to the job."""
         return self.state in TERMINAL or self.finished_at is not None
 
+    @property
+    def trace(self) -> dict[str, str] | None:
+        """The trace context the job was accepted in (tracing on), as W3C headers."""
+        return stored_trace(self.raw.get("trace"))
+
     def ms(self, name: str) -> int | None:
         """A millisecond timestamp field, if set."""
         value = self.raw.get(name)
@@ -155,6 +160,7 @@ def submitted_change(record: JobRecord, sign_id: int, polls: PollPolicy) -> Chan
                 "status": 0,
                 "use_status": 0,
                 "job_id": record.id,
+                **({"trace": record.raw["trace"]} if record.raw.get("trace") else {}),
             },
         },
         events=[
@@ -169,3 +175,16 @@ def submitted_change(record: JobRecord, sign_id: int, polls: PollPolicy) -> Chan
             )
         ],
     )
+
+
+def stored_trace(value: str | None) -> dict[str, str] | None:
+    """A stored trace context (JSON of W3C headers), or None if there is none or it is bad."""
+    if not value:
+        return None
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return None
+    if not isinstance(parsed, dict):
+        return None
+    return {str(k): str(v) for k, v in parsed.items()}

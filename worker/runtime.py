@@ -19,6 +19,7 @@ from worker.scheduler import Scheduler
 from worker.settings import Settings
 from worker.store import Store
 from worker.tracker import Tracker
+from worker.webhooks import Deliveries, Endpoints
 
 
 @dataclass
@@ -35,6 +36,8 @@ class Runtime:
     reaper: Reaper
     tracker: Tracker
     dispatch: Dispatcher
+    endpoints: Endpoints
+    deliveries: Deliveries
 
     @classmethod
     def build(
@@ -51,7 +54,9 @@ class Runtime:
         store.on_published = metrics().count_events
         broker = broker or build_broker(settings)
         dispatch = dispatch or BrokerDispatcher(broker, store)
-        accounts = Accounts(store, SecretBox(settings.secret_key))
+        box = SecretBox(settings.secret_key)
+        accounts = Accounts(store, box)
+        endpoints = Endpoints(store, box)
         jobs = Jobs(store, accounts, dispatch)
         client = client or JsmsClient.from_settings(settings)
         if client.observer is None:
@@ -72,13 +77,16 @@ class Runtime:
             reaper=reaper,
             tracker=tracker,
             dispatch=dispatch,
+            endpoints=endpoints,
+            deliveries=Deliveries(store, endpoints, dispatch),
         )
 
     def scheduler(self, node: str | None = None) -> Scheduler:
         """A scheduler that sends its work through this runtime's dispatcher."""
-        return Scheduler(self.store, self.tracker, self.dispatch, node)
+        return Scheduler(self.store, self.tracker, self.dispatch, node, pump=self.deliveries.pump)
 
     def close(self) -> None:
         """Close connections."""
         self.client.close()
+        self.deliveries.close()
         self.store.close()

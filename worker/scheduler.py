@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
@@ -42,7 +43,13 @@ class Scheduler:
     """One scheduler instance."""
 
     def __init__(
-        self, store: Store, tracker: Tracker, dispatch: Dispatcher, node: str | None = None
+        self,
+        store: Store,
+        tracker: Tracker,
+        dispatch: Dispatcher,
+        node: str | None = None,
+        *,
+        pump: Callable[[], object] = lambda: None,
     ) -> None:
         self.store = store
         self.keys = store.keys
@@ -51,6 +58,8 @@ class Scheduler:
         self.dispatch = dispatch
         self.node = node or f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
         self.ticks = 0
+        # Fans the events stream out to webhook deliveries and sends those due.
+        self.pump = pump
 
     def lead(self) -> bool:
         """Take or renew the lease; True while this instance is the leader."""
@@ -78,6 +87,7 @@ class Scheduler:
         cleanup = self._cleanup_due()
         if cleanup:
             self.dispatch.cleanup()
+        self.pump()
         self.store.redis.hset(
             self.keys.ticks(),
             mapping={

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -118,6 +119,17 @@ class Settings:
     metrics_host: str = "0.0.0.0"  # noqa: S104 - scraped from outside a container
     # Events.
     events_maxlen: int = 1_000_000
+    # Webhooks: the wait before each attempt of a delivery, in seconds (Svix's schedule: at
+    # once, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h); after the last, the delivery is dead.
+    webhook_retry_schedule: str = "0,5,300,1800,7200,18000,36000,36000"
+    # An endpoint failing without a success for this long is disabled.
+    webhook_disable_after_hours: float = 120.0
+    webhook_timeout: float = 10.0
+    # Loopback, private and link-local targets are refused unless this is set (SSRF).
+    webhooks_allow_private: bool = False
+    # OpenTelemetry's own OTEL_TRACES_EXPORTER (otlp, console; "otlp" when only an OTLP
+    # endpoint is set): tracing is on when it is, and the otel extra is installed.
+    otel_exporter: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -128,8 +140,14 @@ class Settings:
         if redis_url:
             values["redis_url"] = redis_url
             values["redis_explicit"] = True
+        exporter = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+        if not exporter and (
+            env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        ):
+            exporter = "otlp"
+        values["otel_exporter"] = exporter
         for spec in fields(cls):
-            if spec.name in ("redis_url", "redis_explicit"):
+            if spec.name in ("redis_url", "redis_explicit", "otel_exporter"):
                 continue
             name = f"SIGNQ_{spec.name.upper()}"
             raw = env.get(name)
@@ -173,6 +191,8 @@ class Settings:
             "reap_full_every",
             "cleanup_older_than_days",
             "callback_max_age_seconds",
+            "webhook_disable_after_hours",
+            "webhook_timeout",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -195,6 +215,7 @@ class Settings:
         unknown = set(self.cleanup_statuses.split(",")) - {"approved", "rejected"}
         if unknown:
             raise SettingsError("SIGNQ_CLEANUP_STATUSES may hold only approved and rejected")
+        self._check_integrations()
         if self.leader_ttl_seconds <= self.tick_seconds:
             raise SettingsError("SIGNQ_LEADER_TTL_SECONDS must be longer than SIGNQ_TICK_SECONDS")
         if self.secret_key is not None:
@@ -217,6 +238,28 @@ class Settings:
         return RateLimits(
             self.rate_limit, self.rate_burst, self.account_rate_limit, self.account_rate_burst
         )
+
+    def _check_integrations(self) -> None:
+        self.webhook_schedule  # noqa: B018 - parsed here to refuse a bad one at start
+        if self.otel_exporter not in ("", "none", "otlp", "console"):
+            raise SettingsError(
+                "OTEL_TRACES_EXPORTER must be otlp, console or none for signq, got "
+                f"{self.otel_exporter!r}"
+            )
+
+    @property
+    def webhook_schedule(self) -> tuple[float, ...]:
+        """The wait before each attempt of a webhook delivery, in seconds."""
+        try:
+            waits = tuple(float(x) for x in self.webhook_retry_schedule.split(","))
+        except ValueError:
+            waits = ()
+        if not waits or not all(0 <= w < math.inf for w in waits):
+            raise SettingsError(
+                "SIGNQ_WEBHOOK_RETRY_SCHEDULE must be comma-separated seconds, each 0 or more "
+                f"(like 0,5,300), got {self.webhook_retry_schedule!r}"
+            )
+        return waits
 
     @property
     def poll_policy(self) -> PollPolicy:

@@ -212,6 +212,10 @@ class Store:
                 "sent",
                 "lead",
                 "resign",
+                "wh_fanout",
+                "wh_enqueue",
+                "wh_claim",
+                "wh_settle",
             )
         }
 
@@ -220,6 +224,11 @@ class Store:
         s = self.settings
         argv: list[Any] = [s.prefix, s.events_maxlen, int(s.outbox_grace_seconds * 1000), *args]
         return self._scripts[name](args=argv, client=pipe or self.redis)
+
+    def script(self, name: str) -> Callable[..., Any]:
+        """One registered script, called with its own arguments (the common ones go first):
+        for the typed wrappers of a domain module, such as the webhooks'."""
+        return lambda *args: self._run(name, *args)
 
     def start(self, job_id: str, lease_ms: int, limits: RateLimits) -> Claim:
         """Claim a job for a run (``lua/start.lua``)."""

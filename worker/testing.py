@@ -40,6 +40,7 @@ class RecordingDispatcher:
     polls: list[list[str]] = field(default_factory=list)
     reaps: list[bool] = field(default_factory=list)
     cleanups: int = 0
+    deliveries: list[str] = field(default_factory=list)
 
     def jobs(self, job_ids: Sequence[str]) -> None:
         """Keep the job ids; a real send leaves each in the outbox only as a safety net."""
@@ -58,6 +59,10 @@ class RecordingDispatcher:
     def cleanup(self) -> None:
         """Count it."""
         self.cleanups += 1
+
+    def webhooks(self, delivery_ids: Sequence[str]) -> None:
+        """Keep the delivery ids."""
+        self.deliveries.extend(delivery_ids)
 
 
 @dataclass

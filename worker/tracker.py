@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from worker import events
+from worker import events, tracing
 from worker.accounts import Accounts
 from worker.dispatch import Dispatcher
 from worker.errors import AccountError, JobError
@@ -26,7 +26,8 @@ from worker.jsms.errors import AuthError, InvalidSignId, JsmsError
 from worker.jsms.models import Signature, validate_sign_id
 from worker.keys import member, parse_member
 from worker.metrics import metrics
-from worker.store import Store, fields, texts
+from worker.records import stored_trace
+from worker.store import Store, fields, text, texts
 
 log = structlog.get_logger(__name__)
 CLAIM_MS = 60_000
@@ -124,8 +125,20 @@ class Tracker:
         return outcomes
 
     def poll_one(self, member: str) -> str:
-        """Query one signature at the API and apply what came back."""
+        """Query one signature at the API and apply what came back (with tracing on, the
+        ``signq.poll`` span, in the trace of the job that submitted the signature)."""
         account, sign_id = parse_member(member)
+        if not tracing.enabled():
+            return self._poll_one(member, account, sign_id)
+        parent = stored_trace(
+            text(self.store.redis.hget(self.keys.signature(account, sign_id), "trace"))
+        )
+        with tracing.span("signq.poll", parent=parent, account=account, sign_id=sign_id) as span:
+            outcome = self._poll_one(member, account, sign_id)
+            tracing.annotate(span, outcome=outcome)
+            return outcome
+
+    def _poll_one(self, member: str, account: str, sign_id: int) -> str:
         claim = self.store.poll(account, self.settings.rate_limits)
         if claim.outcome == "no_account":
             self._forget(member)

@@ -11,6 +11,7 @@ import worker.cli.accounts as account_commands
 import worker.cli.jobs as job_commands
 import worker.cli.services as service_commands
 import worker.cli.tracking as tracking_commands
+import worker.cli.webhooks as webhook_commands
 from worker import __version__
 
 
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     _jobs_parser(commands)
     _tracking_parsers(commands)
     _operator_parsers(commands)
+    webhook_commands.add_parser(commands)
     work = commands.add_parser("worker", help="run Dramatiq workers on signq's actors")
     work.add_argument("--processes", type=int, default=os.cpu_count() or 1)
     work.add_argument("--threads", type=int, default=8)

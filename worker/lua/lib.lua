@@ -140,3 +140,34 @@ local function throttle(account, grate, gburst, arate, aburst)
   take(K.bucket(account), atokens, arate, aburst)
   return 0
 end
+
+-- A webhook delivery waits its turn: the first of an (endpoint, account) takes the slot and
+-- is due now; the others queue behind it, in order.
+local function wh_enqueue(id, endpoint, account, event_id, stream_id, body)
+  redis.call('HSET', K.wh_delivery(id), 'endpoint', endpoint, 'account', account,
+             'event_id', event_id, 'stream_id', stream_id, 'body', body, 'attempts', 0,
+             'created_at', NOW)
+  local slot = K.wh_slot(endpoint, account)
+  if redis.call('SET', slot, id, 'NX') then
+    redis.call('HSET', K.wh_delivery(id), 'state', 'pending')
+    redis.call('ZADD', K.wh_due(), NOW, id)
+  else
+    redis.call('HSET', K.wh_delivery(id), 'state', 'queued')
+    redis.call('RPUSH', K.wh_fifo(endpoint, account), id)
+  end
+end
+
+-- The (endpoint, account) slot passes to the next waiting delivery, or is freed. The caller
+-- sends its message at once, so it is due only at ``at`` (a claim's hold): if that message is
+-- lost, the scheduler sends another then, and never a second one meanwhile.
+local function wh_pass(endpoint, account, at)
+  local nxt = redis.call('LPOP', K.wh_fifo(endpoint, account))
+  if not nxt then
+    redis.call('DEL', K.wh_slot(endpoint, account))
+    return ''
+  end
+  redis.call('SET', K.wh_slot(endpoint, account), nxt)
+  redis.call('HSET', K.wh_delivery(nxt), 'state', 'pending')
+  redis.call('ZADD', K.wh_due(), at, nxt)
+  return nxt
+end
