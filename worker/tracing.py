@@ -14,6 +14,7 @@ id, op, outcome and JSMS error code; never a secret.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -50,10 +51,7 @@ def configure(exporter: str, *, span_exporter: Any = None) -> bool:
             )
             from opentelemetry.sdk.resources import Resource  # noqa: PLC0415
             from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
-            from opentelemetry.sdk.trace.export import (  # noqa: PLC0415
-                BatchSpanProcessor,
-                SimpleSpanProcessor,
-            )
+            from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
         except ImportError:
             import structlog  # noqa: PLC0415
 
@@ -64,10 +62,7 @@ def configure(exporter: str, *, span_exporter: Any = None) -> bool:
             )
             return False
         provider = TracerProvider(resource=Resource.create({"service.name": _service_name()}))
-        if span_exporter is not None:
-            provider.add_span_processor(SimpleSpanProcessor(span_exporter))
-        else:
-            provider.add_span_processor(BatchSpanProcessor(_exporter(exporter)))
+        provider.add_span_processor(BatchSpanProcessor(span_exporter or _exporter(exporter)))
         _state["provider"] = provider
         _state["tracer"] = provider.get_tracer("signq")
         _state["trace"] = trace
@@ -85,7 +80,8 @@ def _exporter(name: str) -> Any:
     if name == "console":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter  # noqa: PLC0415
 
-        return ConsoleSpanExporter()
+        # On stderr: stdout is for what a command prints (a job id, JSON lines).
+        return ConsoleSpanExporter(out=sys.stderr)
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
         OTLPSpanExporter,
     )
@@ -115,6 +111,12 @@ def reset() -> None:
         _state.clear()
 
 
+def _same_trace(carrier: Mapping[str, str], trace_id: int) -> bool:
+    """Whether a W3C traceparent (``00-<trace id>-<span id>-<flags>``) is of this trace."""
+    parts = carrier.get("traceparent", "").split("-")
+    return len(parts) == 4 and parts[1] == format(trace_id, "032x")
+
+
 def _context(carrier: Mapping[str, str] | None) -> Any:
     if not carrier:
         return None
@@ -138,14 +140,13 @@ def span(
         yield None
         return
     trace = _state["trace"]
-    context = _context(parent)
     links = []
     current = trace.get_current_span().get_span_context()
-    if context is not None and current.is_valid:
-        parent_span = trace.get_current_span(context).get_span_context()
-        if parent_span.trace_id == current.trace_id:
-            context = None  # already in the parent's trace: nest under the current span
-        else:
+    context = None
+    if parent and not (current.is_valid and _same_trace(parent, current.trace_id)):
+        # Already in the parent's trace: nest under the current span (no extraction needed).
+        context = _context(parent)
+        if current.is_valid:
             links.append(trace.Link(current))
     with _state["tracer"].start_as_current_span(
         name,

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import redis
 from bench_common import ROOT, Bench, Sizes
+from bench_hooks import tracing_cost, webhooks
 from bench_intake import onboarding_rate, steady_memory
 from bench_pipeline import gate_makespan, latency_bound, overhead
 from bench_tracking import event_latency, tracking_scale
@@ -35,6 +36,8 @@ SCENARIOS: dict[str, Callable[..., None]] = {
     "events": event_latency,
     "onboarding": onboarding_rate,
     "memory": steady_memory,
+    "webhooks": webhooks,
+    "tracing": tracing_cost,
 }
 
 
