@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -79,12 +80,23 @@ class Deliveries:
         self.schedule = self.settings.webhook_schedule
         # How long a sent delivery belongs to its sender: past it, it is sent again.
         self.hold_ms = int((self.settings.webhook_timeout * 2 + 30) * 1000)
-        self.client = client or httpx.Client(
-            follow_redirects=False,
-            timeout=httpx.Timeout(self.settings.webhook_timeout),
-            headers={"user-agent": USER_AGENT},
-            trust_env=False,
-        )
+        self._client = client
+        self._client_lock = threading.Lock()
+
+    @property
+    def client(self) -> httpx.Client:
+        """The HTTP client, made on first use (its TLS context costs milliseconds, which every
+        process that never sends a webhook would pay)."""
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    self._client = httpx.Client(
+                        follow_redirects=False,
+                        timeout=httpx.Timeout(self.settings.webhook_timeout),
+                        headers={"user-agent": USER_AGENT},
+                        trust_env=False,
+                    )
+        return self._client
 
     def pump(self) -> Pumped:
         """Fan new events out to deliveries and send for those due (the scheduler's tick)."""
@@ -315,8 +327,9 @@ class Deliveries:
         return found
 
     def close(self) -> None:
-        """Close the HTTP client."""
-        self.client.close()
+        """Close the HTTP client, if one was made."""
+        if self._client is not None:
+            self._client.close()
 
 
 def _retry_after(response: httpx.Response) -> float | None:
