@@ -51,17 +51,43 @@ def test_demo_outcome_counts_every_signature() -> None:
     rejected ones fixed and approved, cleanup deleting the unused one, nothing lost, no 50103;
     read from the outcome the demo returns, not from its printed table."""
     import io  # noqa: PLC0415
+    import re  # noqa: PLC0415
+    import threading  # noqa: PLC0415
 
+    import httpx  # noqa: PLC0415
     from rich.console import Console  # noqa: PLC0415
 
     from worker import demo  # noqa: PLC0415
     from worker.settings import Settings  # noqa: PLC0415
 
     options = demo.DemoOptions(
-        tenants=4, signatures=20, reject_every=5, audit_delay=0.2, timeout=120, live=False
+        tenants=4,
+        signatures=20,
+        reject_every=5,
+        audit_delay=0.2,
+        timeout=120,
+        live=False,
+        dashboard=True,
     )
     out = io.StringIO()
-    outcome = demo.run(Settings.from_env({}), options, Console(file=out, width=100))
+    seen: list[int] = []
+
+    def open_dashboard() -> None:
+        # While the demo runs, its dashboard answers at the printed URL (token included).
+        for _ in range(600):
+            found = re.search(r"dashboard: (http://127\.0\.0\.1:\d+/\?token=\S+)", out.getvalue())
+            if found:
+                with httpx.Client(follow_redirects=True, timeout=5) as http:
+                    page = http.get(found.group(1))
+                    seen.extend([page.status_code, int("Overview" in page.text)])
+                return
+            threading.Event().wait(0.05)
+
+    visitor = threading.Thread(target=open_dashboard)
+    visitor.start()
+    outcome = demo.run(Settings.from_env({}), options, Console(file=out, width=200))
+    visitor.join(timeout=30)
+    assert seen == [200, 1], out.getvalue()
     assert "redis: embedded redis-server on redis://127.0.0.1:" in out.getvalue()
     assert outcome.ok, out.getvalue()
     assert outcome.onboarded == 23

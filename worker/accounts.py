@@ -109,6 +109,7 @@ class Accounts:
         )
         self.store.redis.hsetnx(key, "status", "active")
         self.store.redis.sadd(self.keys.accounts(), name)
+        self.store.redis.zadd(self.keys.accounts_index(), {name: 0})
 
     def import_csv(self, path: Path, *, replace: bool = False) -> int:
         """Add every row of a CSV (account, app_key, master_secret); all rows are checked first."""
@@ -144,6 +145,28 @@ class Accounts:
         if account is None:
             raise AccountError(f"no account named {name!r}")
         return account
+
+    def page(self, *, after: str = "", prefix: str = "", count: int = 50) -> list[Account]:
+        """Up to ``count`` accounts by name after ``after``, whose names start with ``prefix``:
+        one range read of the name index, however many accounts there are."""
+        r = self.store.redis
+        index = self.keys.accounts_index()
+        if r.zcard(index) < r.scard(self.keys.accounts()):
+            # Accounts registered before the index existed: indexed once, here.
+            names = texts(r.smembers(self.keys.accounts()))
+            if names:
+                r.zadd(index, dict.fromkeys(names, 0))
+        low = f"({after}" if after and after >= prefix else (f"[{prefix}" if prefix else "-")
+        high = f"[{prefix}\xff" if prefix else "+"
+        names = texts(r.zrangebylex(index, low, high, start=0, num=count))
+        pipe = r.pipeline(transaction=False)
+        for name in names:
+            pipe.hgetall(self.keys.account(name))
+        return [_account(n, fields(d)) for n, d in zip(names, pipe.execute(), strict=True) if d]
+
+    def count(self) -> int:
+        """How many accounts are registered."""
+        return int(self.store.redis.scard(self.keys.accounts()))
 
     def all(self) -> list[Account]:
         """Every account, by name."""
@@ -238,6 +261,7 @@ class Accounts:
             )
         redis.delete(self.keys.account(name))
         redis.srem(self.keys.accounts(), name)
+        redis.zrem(self.keys.accounts_index(), name)
 
     def pause(self, name: str, reason: str = "paused by operator") -> bool:
         """Stop running the account's jobs (they wait, none fails); False if already paused."""

@@ -33,6 +33,11 @@ def webhook_queue(settings: Settings) -> str:
     return f"{settings.queue}.webhooks"
 
 
+def queues(settings: Settings) -> tuple[str, ...]:
+    """Every queue signq's actors consume."""
+    return (settings.queue, track_queue(settings), webhook_queue(settings))
+
+
 def build_broker(settings: Settings, client: Redis | None = None) -> RedisBroker:
     """A RedisBroker under the signq prefix, tuned to recover a dead worker's messages fast.
 

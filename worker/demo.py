@@ -26,6 +26,7 @@ from rich.table import Table
 from worker import events, onboarding
 from worker.callbacks import build_app
 from worker.cleanup import Cleanup, Policy
+from worker.dashboard import serving
 from worker.embedded_redis import EmbeddedRedis, find_redis_server
 from worker.emulator import AuditRules, Emulator, EmulatorAdmin, EmulatorConfig, EmulatorServer
 from worker.emulator.server import ThreadedServer
@@ -56,6 +57,8 @@ class DemoOptions:
     timeout: float = 120.0
     live: bool | None = None
     fake_redis: bool = False
+    dashboard: bool = False
+    dashboard_port: int = 0
 
 
 @dataclass
@@ -133,6 +136,9 @@ def run(settings: Settings, options: DemoOptions, console: Console | None = None
         running = stack.enter_context(
             in_process(settings, threads=options.threads, scheduler="demo", **_clients(fake))
         )
+        if options.dashboard:
+            url = stack.enter_context(serving(running.runtime, port=options.dashboard_port))
+            console.print(f"dashboard: {url}")
         demo = _Demo(running.runtime, options, emulator, api, console)
         stack.callback(demo.close)
         outcome = demo.run()

@@ -12,7 +12,7 @@ from typing import Any, cast
 
 from dramatiq.message import Message
 
-from worker.broker import RUN_JOB, track_queue
+from worker.broker import RUN_JOB, queues
 from worker.errors import JobError
 from worker.runtime import Runtime
 from worker.store import text
@@ -36,7 +36,7 @@ class DeadLetters:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.ns = runtime.store.keys.dramatiq_namespace()
-        self.queues = (runtime.settings.queue, track_queue(runtime.settings))
+        self.queues = queues(runtime.settings)
 
     def _keys(self, queue: str) -> tuple[str, str]:
         keys = self.runtime.store.keys

@@ -257,7 +257,12 @@ class Jobs:
         return record
 
     def find(
-        self, *, state: str | None = None, account: str | None = None, limit: int = 100
+        self,
+        *,
+        state: str | None = None,
+        account: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
     ) -> list[JobRecord]:
         """Newest jobs first, by state or account (expired ids are pruned as they are met)."""
         if state is not None and state not in STATES:
@@ -268,7 +273,7 @@ class Jobs:
             else self.keys.jobs_by_state(state or "queued")
         )
         redis = self.store.redis
-        ids = texts(redis.zrevrange(index, 0, max(0, limit * 4)))
+        ids = texts(redis.zrevrange(index, offset, offset + max(0, limit * 4)))
         pipe = redis.pipeline(transaction=False)
         for job_id in ids:
             pipe.hgetall(self.keys.job(job_id))

@@ -13,6 +13,7 @@ from dramatiq.common import dq_name, xq_name
 
 _TEMPLATES: dict[str, str] = {
     "accounts": "accounts",
+    "accounts_index": "accounts:index",
     "account": "account:{0}",
     "job": "job:{0}",
     "jobs_by_state": "jobs:state:{0}",
@@ -106,6 +107,10 @@ class Keys:
     def gates(self) -> str:
         """Set of accounts whose gate is held."""
         return self._key("gates")
+
+    def accounts_index(self) -> str:
+        """Sorted set: every account name at score 0, for paged, prefix-searched listings."""
+        return self._key("accounts_index")
 
     def parked(self, account: str) -> str:
         """List: the account's parked jobs, FIFO."""

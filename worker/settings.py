@@ -130,6 +130,8 @@ class Settings:
     # OpenTelemetry's own OTEL_TRACES_EXPORTER (otlp, console; "otlp" when only an OTLP
     # endpoint is set): tracing is on when it is, and the otel extra is installed.
     otel_exporter: str = ""
+    # The dashboard's token (a random one is made and printed at start when unset).
+    dashboard_token: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from worker.broker import track_queue
+from worker.broker import queues
 from worker.keys import parse_member
 from worker.records import STATES
 from worker.runtime import Runtime
@@ -20,7 +20,7 @@ def queue_depths(runtime: Runtime) -> dict[str, dict[str, int]]:
     keys = runtime.store.keys
     r = runtime.store.redis
     depths = {}
-    for queue in (runtime.settings.queue, track_queue(runtime.settings)):
+    for queue in queues(runtime.settings):
         pipe = r.pipeline(transaction=False)
         pipe.llen(keys.dramatiq_queue(queue))
         pipe.llen(keys.dramatiq_delayed(queue))

@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     _tracking_parsers(commands)
     _operator_parsers(commands)
     webhook_commands.add_parser(commands)
+    dash = commands.add_parser("dashboard", help="serve the operator's dashboard in the browser")
+    dash.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    dash.add_argument("--port", type=int, default=8090)
+    dash.add_argument("--read-only", action="store_true", help="show everything, change nothing")
+    dash.set_defaults(handler=service_commands.dashboard)
     work = commands.add_parser("worker", help="run Dramatiq workers on signq's actors")
     work.add_argument("--processes", type=int, default=os.cpu_count() or 1)
     work.add_argument("--threads", type=int, default=8)
@@ -74,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--threads", type=int, default=8)
     demo.add_argument("--timeout", type=float, default=120.0)
     demo.add_argument("--verbose", action="store_true", help="show the system's own logs")
+    demo.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="serve the dashboard while the demo runs (its URL, with the token, is printed)",
+    )
+    demo.add_argument("--dashboard-port", type=int, default=0, help="default: a free port")
     demo.add_argument(
         "--fake-redis",
         action="store_true",

@@ -157,5 +157,28 @@ def demo(args: argparse.Namespace, settings: Settings) -> int:
         timeout=args.timeout,
         live=args.live,
         fake_redis=args.fake_redis,
+        dashboard=args.dashboard,
+        dashboard_port=args.dashboard_port,
     )
     return 0 if run(settings, options).ok else 1
+
+
+def dashboard(args: argparse.Namespace, settings: Settings) -> int:
+    """`signq dashboard`: the operator's dashboard, on 127.0.0.1 unless told otherwise."""
+    import secrets  # noqa: PLC0415
+
+    import uvicorn  # noqa: PLC0415
+
+    from worker.dashboard import build_app  # noqa: PLC0415
+
+    token = settings.dashboard_token or secrets.token_urlsafe(24)
+    app = build_app(runtime(settings), token, read_only=args.read_only)
+    shown = "SIGNQ_DASHBOARD_TOKEN" if settings.dashboard_token else token
+    host = "127.0.0.1" if args.host in ("127.0.0.1", "localhost") else args.host
+    print(
+        f"signq dashboard{' (read-only)' if args.read_only else ''}: "
+        f"http://{host}:{args.port}/?token={shown}",
+        flush=True,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0

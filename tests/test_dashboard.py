@@ -1,0 +1,229 @@
+"""The dashboard in a real browser: Debian's chromium driven by Playwright (its own browser
+download is not used). Login with the token, refusals without it and without the CSRF token,
+live figures and events, a parked job and its account, a dead letter retried, an unconfirmed
+create confirmed; screenshots of the main pages at 1280x800 saved as artifacts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Page
+
+from tests.system import System, build_system
+from worker.dashboard import build_app
+from worker.emulator import EmulatorAdmin, EmulatorServer
+from worker.emulator.server import ThreadedServer
+from worker.testing import wait_for
+
+pytestmark = pytest.mark.slow
+TOKEN = "dashboard-test-token-0123456789"
+ARTIFACTS = Path(os.environ.get("SIGNQ_ARTIFACTS", Path(__file__).parent.parent / "artifacts"))
+CHROMIUM = os.environ.get("SIGNQ_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def _browser_or_fail() -> str:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(
+            f"no chromium at {CHROMIUM}: install Debian's chromium (apt-get install chromium) "
+            "or set SIGNQ_CHROMIUM; .ci/run installs it"
+        )
+    return CHROMIUM
+
+
+@pytest.fixture
+def dash(emulator_server: EmulatorServer, admin: EmulatorAdmin) -> Iterator[tuple[System, str]]:
+    """A system with the dashboard served on loopback."""
+    system = build_system(emulator_server, admin)
+    server = ThreadedServer(build_app(system.runtime, TOKEN)).start()
+    try:
+        yield system, server.url
+    finally:
+        server.stop()
+        system.runtime.close()
+
+
+@pytest.fixture
+def page(dash: tuple[System, str]) -> Iterator[Page]:
+    """A chromium page at 1280x800."""
+    from playwright.sync_api import sync_playwright  # noqa: PLC0415
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=_browser_or_fail(),
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        context = browser.new_context(viewport={"width": 1280, "height": 800})
+        tab = context.new_page()
+        tab.set_default_timeout(15_000)
+        try:
+            yield tab
+        finally:
+            context.close()
+            browser.close()
+
+
+def shot(tab: Page, name: str) -> None:
+    """A screenshot kept as an artifact of the run."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    tab.screenshot(path=str(ARTIFACTS / f"dashboard-{name}.png"))
+
+
+def test_without_the_token_every_page_is_refused(dash: tuple[System, str]) -> None:
+    """No cookie: 401 on pages, the API and the event stream; a wrong token is refused at
+    login; the cookie is HttpOnly and SameSite=Strict and is not the token."""
+    _system, url = dash
+    with httpx.Client(base_url=url, follow_redirects=False) as http:
+        for path in ("/", "/accounts", "/jobs", "/api/overview", "/events/stream", "/dlq"):
+            assert http.get(path).status_code == 401, path
+        assert http.post("/jobs/x/cancel", data={"csrf": "x"}).status_code == 401
+        assert http.post("/login", data={"token": "wrong-token-wrong-token"}).status_code == 401
+        ok = http.post("/login", data={"token": TOKEN})
+        assert ok.status_code == 303
+        cookie = ok.headers["set-cookie"]
+        assert "HttpOnly" in cookie
+        assert "SameSite=strict" in cookie or "SameSite=Strict" in cookie
+        assert TOKEN not in cookie
+        assert http.get("/").status_code == 200
+
+
+def test_an_action_without_the_csrf_token_is_refused(dash: tuple[System, str]) -> None:
+    """Logged in, a POST without the form's CSRF token changes nothing."""
+    system, url = dash
+    account = system.tenant()
+    with httpx.Client(base_url=url, follow_redirects=False) as http:
+        http.post("/login", data={"token": TOKEN})
+        refused = http.post(f"/accounts/{account}/pause", data={})
+        assert refused.status_code == 403
+        forged = http.post(f"/accounts/{account}/pause", data={"csrf": "0" * 64})
+        assert forged.status_code == 403
+    assert system.runtime.accounts.require(account).status == "active"
+
+
+def test_read_only_mode_shows_no_action_and_refuses_them(
+    emulator_server: EmulatorServer, admin: EmulatorAdmin
+) -> None:
+    """--read-only: the pages have no buttons and a POST is refused even with the CSRF token."""
+    import re  # noqa: PLC0415
+
+    system = build_system(emulator_server, admin)
+    account = system.tenant()
+    server = ThreadedServer(build_app(system.runtime, TOKEN, read_only=True)).start()
+    try:
+        with httpx.Client(base_url=server.url, follow_redirects=False) as http:
+            http.post("/login", data={"token": TOKEN})
+            html = http.get(f"/accounts/{account}").text
+            assert "read-only" in html
+            assert "<button" not in html
+            csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', html)
+            assert csrf is None
+            from worker.dashboard.app import _digest  # noqa: PLC0415
+
+            done = http.post(f"/accounts/{account}/pause", data={"csrf": _digest(TOKEN, "csrf")})
+            assert done.status_code == 403
+        assert system.runtime.accounts.require(account).status == "active"
+    finally:
+        server.stop()
+        system.runtime.close()
+
+
+def test_an_operator_session_in_the_browser(dash: tuple[System, str], page: Page) -> None:
+    """Log in with the token; see the onboarding's figures change live; open a parked job and
+    its account; watch an event arrive without a reload; retry a dead letter; confirm an
+    unconfirmed create with its sign id."""
+    system, url = dash
+    tab = page
+    rt = system.runtime
+    account = system.tenant()
+    first = rt.jobs.create(account, "第一个").job_id
+    parked = rt.jobs.create(account, "排队中").job_id
+    system.drain()
+    assert rt.jobs.require(parked).state == "parked"
+
+    tab.goto(f"{url}/")
+    assert "needs its token" in tab.content()
+    tab.goto(f"{url}/login")
+    tab.fill("input[name=token]", TOKEN)
+    tab.click("button[type=submit]")
+    tab.wait_for_selector("h1:has-text('Overview')")
+    pending = tab.locator("[data-field='jobs/pending_audit']")
+    before = int(pending.inner_text())
+    # Onboarding goes on while the page is open: the figure follows without a reload.
+    other = system.tenant()
+    rt.jobs.create(other, "实时的")
+    system.drain()
+    wait_for(lambda: int(pending.inner_text()) == before + 1, timeout=15, what="a live figure")
+    shot(tab, "overview")
+
+    tab.goto(f"{url}/jobs?state=parked")
+    tab.click(f"a[href='/jobs/{parked}']")
+    tab.wait_for_selector(f"h1:has-text('{parked}')")
+    assert "parked" in tab.content()
+    shot(tab, "job")
+    tab.click(f"dd a[href='/accounts/{account}']")
+    tab.wait_for_selector(f"h1:has-text('Account {account}')")
+    assert first[:12] in tab.content()
+    shot(tab, "account")
+
+    tab.goto(f"{url}/events")
+    tab.wait_for_selector("#live-state:has-text('live')")
+    rt.accounts.pause(account, "seen live")
+    tab.wait_for_selector("#events tr.arrived td:has-text('account.paused')")
+    shot(tab, "events")
+    rt.dispatch.jobs(rt.accounts.resume(account))
+
+    # A dead letter, retried from the browser.
+    from dramatiq.message import Message  # noqa: PLC0415
+
+    from worker.broker import build_broker  # noqa: PLC0415
+
+    broker = build_broker(rt.settings)
+    try:
+        queue = rt.settings.queue
+        message = Message(
+            queue_name=queue, actor_name="signq.run_job", args=("x",), kwargs={}, options={}
+        )
+        keys = rt.store.keys
+        rt.store.redis.zadd(keys.dramatiq_dead(queue), {message.message_id: 1})
+        rt.store.redis.hset(
+            keys.dramatiq_dead_bodies(queue), message.message_id, message.encode().decode()
+        )
+        tab.goto(f"{url}/dlq")
+        assert message.message_id in tab.content()
+        shot(tab, "dlq")
+        tab.click("td button:has-text('Retry')")
+        tab.wait_for_selector("p.flash:has-text('1 dead letter(s) sent again')")
+        assert rt.store.redis.zcard(keys.dramatiq_dead(queue)) == 0
+    finally:
+        broker.close()
+
+    # An unconfirmed create, confirmed with the sign id the operator found.
+    stuck = system.tenant()
+    job = rt.jobs.create(stuck, "没回音").job_id
+    creds = system.credentials(stuck)
+    sign_id = rt.client.create(
+        creds, __import__("worker.jsms", fromlist=["SignRequest"]).SignRequest("没回音")
+    )
+    store = rt.store
+    store.redis.hset(store.keys.job(job), "state", "submitting")
+    rt.pipeline.to.unconfirmed(rt.jobs.require(job), "test: no answer")
+    assert rt.jobs.require(job).state == "unconfirmed"
+    tab.goto(f"{url}/unconfirmed")
+    row = tab.locator(f"tr:has(a[href='/jobs/{job}'])")
+    row.locator("input[name=sign_id]").fill(str(sign_id))
+    shot(tab, "unconfirmed")
+    row.locator("button:has-text('Confirm')").click()
+    tab.wait_for_selector(f"p.flash:has-text('confirmed as sign id {sign_id}')")
+    assert rt.jobs.require(job).state == "pending_audit"
+    assert rt.jobs.require(job).sign_id == sign_id
