@@ -227,3 +227,28 @@ def test_an_operator_session_in_the_browser(dash: tuple[System, str], page: Page
     tab.wait_for_selector(f"p.flash:has-text('confirmed as sign id {sign_id}')")
     assert rt.jobs.require(job).state == "pending_audit"
     assert rt.jobs.require(job).sign_id == sign_id
+
+
+def test_the_overview_shows_status_figures(dash: tuple[System, str]) -> None:
+    """The live overview's JSON: jobs by state, the oldest pending audit, paused and blocked
+    accounts, API errors by code from failed jobs, and workers' heartbeats."""
+    system, url = dash
+    rt = system.runtime
+    busy, paused, failing = system.tenant(), system.tenant(), system.tenant()
+    pending = rt.jobs.create(busy, "等审核").job_id
+    rt.jobs.query(failing, 987_654)
+    system.drain()
+    rt.accounts.pause(paused, "for the overview")
+    beats = f"{rt.store.keys.dramatiq_namespace()}:__heartbeats__"
+    rt.store.redis.zadd(beats, {"worker-abcdef123": rt.store.time_ms() - 2000})
+    with httpx.Client(base_url=url, follow_redirects=True) as http:
+        http.post("/login", data={"token": TOKEN})
+        data = http.get("/api/overview").json()
+        html = http.get("/").text
+    assert data["jobs"]["pending_audit"] >= 1
+    assert pending in [a["job_id"] for a in data["oldest_audits"]]
+    assert paused in data["paused"]
+    assert data["errors"] == {"50102": 1}  # the query of a sign id the account does not have
+    (worker,) = [w for w in data["workers"] if w["worker"] == "worker-a"]
+    assert 1.5 <= worker["heartbeat_s"] <= 10
+    assert f'href="/accounts/{paused}"' in html

@@ -38,6 +38,7 @@ from starlette.templating import Jinja2Templates
 
 from worker.dashboard.views import (
     PAGE,
+    Recent,
     Slow,
     attempts_by_endpoint,
     job_ids,
@@ -123,6 +124,7 @@ class Dashboard:
         self.session, self.csrf = _digest(token, "session"), _digest(token, "csrf")
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
         self.slow = Slow(runtime)
+        self.recent = Recent(runtime)
 
     def page(self, request: Request, name: str, **context: Any) -> Response:
         context.update(
@@ -159,11 +161,14 @@ class Dashboard:
             return await _login(request, str(form.get("token", "")), self.session)
         return HTMLResponse(_login_page(request.scope.get("root_path", "")))
 
+    def _overview(self) -> dict[str, Any]:
+        return {**read_overview(self.runtime), **self.recent.get()}
+
     async def overview(self, request: Request) -> Response:
-        return self.page(request, "overview.html", live=await self.run(read_overview, self.runtime))
+        return self.page(request, "overview.html", live=await self.run(self._overview))
 
     async def overview_json(self, request: Request) -> Response:
-        return JSONResponse(await self.run(read_overview, self.runtime))
+        return JSONResponse(await self.run(self._overview))
 
     async def status_json(self, request: Request) -> Response:
         return JSONResponse(await self.run(self.slow.get))

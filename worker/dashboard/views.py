@@ -31,10 +31,15 @@ def overview(runtime: Runtime) -> dict[str, Any]:
     pipe.get(keys.leader())
     pipe.hgetall(keys.ticks())
     pipe.scard(keys.accounts())
+    pipe.zrange(keys.jobs_by_state("pending_audit"), 0, 4, withscores=True)
+    pipe.zrange(f"{keys.dramatiq_namespace()}:__heartbeats__", 0, 49, withscores=True)
+    pipe.zrange(keys.probes(), 0, 19)
     replies = iter(pipe.execute())
     jobs = {state: int(next(replies)) for state in STATES}
     gates, tracked, due, probes = (int(next(replies)) for _ in range(4))
     leader, ticks, accounts = text(next(replies)), fields(next(replies)), int(next(replies))
+    oldest, beats, blocked = next(replies), next(replies), texts(next(replies))
+    now = runtime.store.time_ms()
     return {
         "at": int(time.time() * 1000),
         "jobs": jobs,
@@ -48,7 +53,38 @@ def overview(runtime: Runtime) -> dict[str, Any]:
             "last_tick_at": int(ticks["at"]) if ticks.get("at") else None,
             "ticks": int(ticks.get("count") or 0),
         },
+        "oldest_audits": [
+            {"job_id": text(job), "age_s": round((now - since) / 1000)} for job, since in oldest
+        ],
+        "workers": [
+            {"worker": text(worker)[:8], "heartbeat_s": round((now - beat) / 1000, 1)}
+            for worker, beat in beats
+        ],
+        "blocked": blocked,
     }
+
+
+class Recent:
+    """What needs a wider read, kept for ``ttl`` seconds: accounts paused (every account's
+    record) and API errors by code among the stream's last events."""
+
+    def __init__(self, runtime: Runtime, ttl: float = 15.0) -> None:
+        self.runtime = runtime
+        self.ttl = ttl
+        self._value: dict[str, Any] = {}
+        self._at = -ttl
+
+    def get(self) -> dict[str, Any]:
+        """The cached figures, refreshed when older than the ttl."""
+        if time.monotonic() - self._at > self.ttl:
+            errors: dict[str, int] = {}
+            for event in recent_events(self.runtime, kind="job.failed", limit=EVENTS_LOOKBACK):
+                code = str((event.get("error") or {}).get("code") or "no code")
+                errors[code] = errors.get(code, 0) + 1
+            paused = [a.name for a in self.runtime.accounts.all() if a.status == "paused"]
+            self._value = {"paused": paused[:50], "paused_count": len(paused), "errors": errors}
+            self._at = time.monotonic()
+        return self._value
 
 
 class Slow:

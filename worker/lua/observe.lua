@@ -86,6 +86,7 @@ end
 
 -- The next check: a pending audit soon, then less often up to a cap; a resolved one rarely.
 local d = s.delays
+redis.call('HSET', sk, 'checked_at', NOW)
 local delay
 if status == '0' then
   local checks = redis.call('HINCRBY', sk, 'checks', 1)

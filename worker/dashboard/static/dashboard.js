@@ -35,12 +35,49 @@ function liveOverview(section) {
           el.textContent = value == null ? "-" : value;
         }
       }
+      renderLists(data);
       showTimes(document);
       samples.push(data);
       if (samples.length > 120) samples.shift();
       draw();
     } catch (err) {
       /* the next tick tries again */
+    }
+  }
+  function renderLists(data) {
+    const base = document.body.dataset.base;
+    for (const ul of document.querySelectorAll("[data-list]")) {
+      const value = data[ul.dataset.list];
+      const items = Array.isArray(value) ? value : Object.entries(value || {});
+      ul.replaceChildren(...items.map((item) => {
+        const li = document.createElement("li");
+        const kind = ul.dataset.template;
+        if (kind === "account") {
+          const a = document.createElement("a");
+          a.href = `${base}/accounts/${encodeURIComponent(item)}`;
+          a.textContent = item;
+          li.append(a);
+        } else if (kind === "pairs") {
+          li.textContent = `${item[0]}: ${item[1]}`;
+        } else {
+          const [key, rest] = kind.split(":");
+          const [field, unit] = rest.split(" ");
+          const label = document.createElement(key === "job_id" ? "a" : "span");
+          if (key === "job_id") label.href = `${base}/jobs/${item[key]}`;
+          label.textContent = String(item[key]).slice(0, 12);
+          li.append(label, ` ${item[field]} ${unit}`);
+        }
+        return li;
+      }));
+      if (!items.length) ul.innerHTML = '<li class="empty">none</li>';
+    }
+    const finished = (d) => d.jobs.approved + d.jobs.rejected + d.jobs.deleted + d.jobs.failed;
+    if (samples.length) {
+      const first = samples[Math.max(0, samples.length - 30)];
+      const minutes = (data.at - first.at) / 60000;
+      if (minutes > 0) {
+        document.getElementById("throughput").textContent = Math.round((finished(data) - finished(first)) / minutes);
+      }
     }
   }
   function draw() {
