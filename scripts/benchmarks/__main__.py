@@ -22,6 +22,7 @@ from pathlib import Path
 
 import redis
 from bench_common import ROOT, Bench, Sizes
+from bench_dashboard import dashboard_pages
 from bench_hooks import tracing_cost, webhooks
 from bench_intake import onboarding_rate, steady_memory
 from bench_pipeline import gate_makespan, latency_bound, overhead
@@ -38,6 +39,7 @@ SCENARIOS: dict[str, Callable[..., None]] = {
     "memory": steady_memory,
     "webhooks": webhooks,
     "tracing": tracing_cost,
+    "dashboard": dashboard_pages,
 }
 
 
