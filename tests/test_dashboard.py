@@ -18,7 +18,7 @@ from tests.system import System, build_system
 from worker.dashboard import build_app
 from worker.emulator import EmulatorAdmin, EmulatorServer
 from worker.emulator.server import ThreadedServer
-from worker.testing import wait_for
+from worker.testing import answers, wait_for
 
 pytestmark = pytest.mark.slow
 TOKEN = "dashboard-test-token-0123456789"
@@ -252,3 +252,71 @@ def test_the_overview_shows_status_figures(dash: tuple[System, str]) -> None:
     (worker,) = [w for w in data["workers"] if w["worker"] == "worker-a"]
     assert 1.5 <= worker["heartbeat_s"] <= 10
     assert f'href="/accounts/{paused}"' in html
+
+
+def test_mounted_in_another_app_its_links_and_login_follow_the_mount(
+    emulator_server: EmulatorServer, admin: EmulatorAdmin
+) -> None:
+    """Mounted at /signq in another Starlette app: login, the cookie's path, the pages' links
+    and the account page's signatures all live under the mount."""
+    from starlette.applications import Starlette  # noqa: PLC0415
+    from starlette.routing import Mount  # noqa: PLC0415
+
+    system = build_system(emulator_server, admin)
+    account = system.tenant()
+    job = system.runtime.jobs.create(account, "挂载的").job_id
+    system.drain()
+    sign_id = system.runtime.jobs.require(job).sign_id
+    host = Starlette(routes=[Mount("/signq", app=build_app(system.runtime, TOKEN))])
+    server = ThreadedServer(host).start()
+    try:
+        with httpx.Client(base_url=server.url, follow_redirects=False) as http:
+            assert http.get("/signq/").status_code == 401
+            login = http.post("/signq/login", data={"token": TOKEN})
+            assert login.headers["location"] == "/signq/"
+            assert "Path=/signq/" in login.headers["set-cookie"]
+            html = http.get(f"/signq/accounts/{account}").text
+            assert f'href="/signq/jobs/{job}"' in html
+            assert 'href="/signq/static/dashboard.css"' in html
+            assert f"<td>{sign_id}</td>" in html
+            assert http.get("/signq/static/dashboard.js").status_code == 200
+    finally:
+        server.stop()
+        system.runtime.close()
+
+
+def test_the_dashboard_command_serves_with_a_printed_token(redis_url: str) -> None:
+    """`signq dashboard --port N` (the entry point's smoke test): the printed URL logs in,
+    the bare URL is refused."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from worker.net import free_port  # noqa: PLC0415
+
+    port = free_port()
+    env = {**os.environ, "SIGNQ_LOG_LEVEL": "WARNING"}
+    env.pop("SIGNQ_DASHBOARD_TOKEN", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "worker", "dashboard", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith(f"signq dashboard: http://127.0.0.1:{port}/?token=")
+        url = line.split(": ", 1)[1].strip()
+        wait_for(lambda: answers(f"http://127.0.0.1:{port}/login", process), what="the dashboard")
+        assert httpx.get(f"http://127.0.0.1:{port}/").status_code == 401
+        with httpx.Client(follow_redirects=True) as http:
+            page = http.get(url)
+            assert page.status_code == 200
+            assert "Overview" in page.text
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        for stream in (process.stdout, process.stderr):
+            if stream:
+                stream.close()

@@ -86,3 +86,10 @@ def test_grouped_settings_are_values_built_from_the_same_variables() -> None:
     )
     assert Settings().poll_policy == PollPolicy()
     assert Settings().retention == Retention()
+
+
+def test_a_short_dashboard_token_is_refused_by_name() -> None:
+    """A guessable dashboard token stops the command, naming the variable."""
+    with pytest.raises(SettingsError, match="SIGNQ_DASHBOARD_TOKEN must be at least 16"):
+        Settings.from_env({"SIGNQ_DASHBOARD_TOKEN": "short"})
+    assert Settings.from_env({"SIGNQ_DASHBOARD_TOKEN": "x" * 16}).dashboard_token == "x" * 16

@@ -243,6 +243,8 @@ class Settings:
 
     def _check_integrations(self) -> None:
         self.webhook_schedule  # noqa: B018 - parsed here to refuse a bad one at start
+        if self.dashboard_token is not None and len(self.dashboard_token) < 16:
+            raise SettingsError("SIGNQ_DASHBOARD_TOKEN must be at least 16 characters")
         if self.otel_exporter not in ("", "none", "otlp", "console"):
             raise SettingsError(
                 "OTEL_TRACES_EXPORTER must be otlp, console or none for signq, got "

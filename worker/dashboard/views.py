@@ -109,6 +109,7 @@ def account(runtime: Runtime, name: str) -> dict[str, Any]:
     """One account's page: its record, gate, parked jobs, newest jobs and events."""
     acc = runtime.accounts.require(name)
     keys, r = runtime.store.keys, runtime.store.redis
+    jobs = runtime.jobs.find(account=name, limit=PAGE)
     holder = text(r.get(keys.gate(name)))
     since = None
     if holder:
@@ -120,7 +121,10 @@ def account(runtime: Runtime, name: str) -> dict[str, Any]:
         "parked": int(r.llen(keys.parked(name))),
         "waiting": int(r.scard(keys.waiting(name))),
         "unconfirmed": int(r.scard(keys.unconfirmed(name))),
-        "jobs": runtime.jobs.find(account=name, limit=PAGE),
+        "jobs": jobs,
+        "signatures": [
+            t for t in (runtime.tracker.get(name, j.sign_id) for j in jobs if j.sign_id) if t
+        ],
         "events": recent_events(runtime, account=name, limit=30),
     }
 
