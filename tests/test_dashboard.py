@@ -320,3 +320,32 @@ def test_the_dashboard_command_serves_with_a_printed_token(redis_url: str) -> No
         for stream in (process.stdout, process.stderr):
             if stream:
                 stream.close()
+
+
+def test_accounts_are_paged_and_searched_by_name(dash: tuple[System, str]) -> None:
+    """The accounts list: a page of 50 in name order with a link to the next, a prefix search,
+    and each account's gate holder and parked count."""
+    import re  # noqa: PLC0415
+
+    system, url = dash
+    rt = system.runtime
+    for n in range(55):
+        rt.accounts.add(f"paged{n:03d}", f"key{n:021d}", "secret")
+    busy = system.tenant("paged-busy")
+    holder = rt.jobs.create(busy, "持有者").job_id
+    rt.jobs.create(busy, "排队的")
+    with httpx.Client(base_url=url, follow_redirects=True) as http:
+        http.post("/login", data={"token": TOKEN})
+        first = http.get("/accounts", params={"q": "paged"}).text
+        names = re.findall(r'<td><a href="/accounts/(paged[^"]+)">', first)
+        assert names == sorted(names)
+        assert len(names) == 50
+        assert names[0] == "paged-busy"
+        nxt = re.search(r'href="\?q=paged&after=([^"]+)">next page', first)
+        assert nxt
+        second = http.get(f"/accounts?q=paged&after={nxt.group(1)}").text
+        rest = re.findall(r'<td><a href="/accounts/(paged[^"]+)">', second)
+        assert rest == [f"paged{n:03d}" for n in range(49, 55)]
+        assert f'href="/jobs/{holder}"' in first
+        one = http.get("/accounts", params={"q": "paged007"}).text
+        assert re.findall(r'<td><a href="/accounts/(paged[^"]+)">', one) == ["paged007"]

@@ -40,6 +40,7 @@ from worker.dashboard.views import (
     PAGE,
     Recent,
     Slow,
+    account_rows,
     attempts_by_endpoint,
     job_ids,
     recent_events,
@@ -176,7 +177,11 @@ class Dashboard:
     async def accounts(self, request: Request) -> Response:
         q = request.query_params.get("q", "").strip()
         after = request.query_params.get("after", "")
-        rows = await self.run(lambda: self.runtime.accounts.page(after=after, prefix=q, count=PAGE))
+        rows = await self.run(
+            lambda: account_rows(
+                self.runtime, self.runtime.accounts.page(after=after, prefix=q, count=PAGE)
+            )
+        )
         total = await self.run(self.runtime.accounts.count)
         return self.page(request, "accounts.html", rows=rows, q=q, total=total, page_size=PAGE)
 

@@ -129,6 +129,20 @@ def account(runtime: Runtime, name: str) -> dict[str, Any]:
     }
 
 
+def account_rows(runtime: Runtime, accounts: list[Any]) -> list[dict[str, Any]]:
+    """A page of accounts with their gate holder and parked count (one pipelined read)."""
+    keys, r = runtime.store.keys, runtime.store.redis
+    pipe = r.pipeline(transaction=False)
+    for acc in accounts:
+        pipe.get(keys.gate(acc.name))
+        pipe.llen(keys.parked(acc.name))
+    replies = iter(pipe.execute())
+    return [
+        {"account": acc, "gate_holder": text(next(replies)) or None, "parked": int(next(replies))}
+        for acc in accounts
+    ]
+
+
 def recent_events(
     runtime: Runtime,
     *,
