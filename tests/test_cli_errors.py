@@ -191,3 +191,17 @@ def test_the_embedded_redis_runner_names_a_missing_server_in_one_line(
     err = capsys.readouterr().err
     assert err.startswith("signq: no redis-server found: install Redis")
     assert err.count("\n") == 1
+
+
+def test_an_unreachable_rabbitmq_is_one_line_naming_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SIGNQ_BROKER_URL at a closed port: exit 2, one line with the URL (password masked) and
+    what to check; pika's own traceback is not logged."""
+    monkeypatch.setenv("SIGNQ_BROKER_URL", "amqp://guest:hunter2@127.0.0.1:1/%2F")
+    assert cli.main(["status"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "signq: cannot reach RabbitMQ at amqp://guest:***@127.0.0.1:1/%2F "
+        "(AMQPConnectionError): check that it is running and that SIGNQ_BROKER_URL points at it\n"
+    )

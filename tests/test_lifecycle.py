@@ -14,11 +14,11 @@ pytestmark = pytest.mark.slow
 
 
 def test_full_lifecycle_with_the_exact_event_sequence(
-    emulator_server: EmulatorServer, admin: EmulatorAdmin
+    emulator_server: EmulatorServer, admin: EmulatorAdmin, broker: dict[str, str]
 ) -> None:
     """create → pending → approved; create → rejected → modify → approved; delete; a delete
     refused because the signature is the account's default: each step's events, in order."""
-    with dramatiq_system(emulator_server, admin, threads=4) as system:
+    with dramatiq_system(emulator_server, admin, threads=4, **broker) as system:
         stop = threading.Event()
         scheduler = threading.Thread(target=system.runtime.scheduler("t").run, args=(stop,))
         scheduler.start()

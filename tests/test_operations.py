@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -21,19 +22,20 @@ from worker.status import collect
 from worker.testing import CliResult, run_cli, wait_for
 
 
-def signq(prefix: str, *args: str) -> CliResult:
-    """Run a signq command on a prefix (in this process)."""
-    return run_cli(args, env={**os.environ, "SIGNQ_PREFIX": prefix})
+def signq(prefix: str, *args: str, broker: dict[str, str] | None = None) -> CliResult:
+    """Run a signq command on a prefix (in this process), on the given job broker."""
+    chosen = {f"SIGNQ_{k.upper()}": v for k, v in (broker or {}).items()}
+    return run_cli(args, env={**os.environ, **chosen, "SIGNQ_PREFIX": prefix})
 
 
 def test_status_reports_queues_jobs_gates_accounts_and_scheduler(
-    emulator_server: EmulatorServer, admin: EmulatorAdmin
+    emulator_server: EmulatorServer, admin: EmulatorAdmin, broker: dict[str, str]
 ) -> None:
     """status --json: a real queue depth, jobs by state, gates, parked, paused and blocked
     accounts, tracked signatures, the scheduler's last tick, the events stream."""
-    settings = isolated_settings(emulator_server)
-    broker = build_broker(settings)
-    runtime = Runtime.build(settings, broker=broker)
+    settings = isolated_settings(emulator_server, **broker)
+    job_broker = build_broker(settings)
+    runtime = Runtime.build(settings, broker=job_broker)
     try:
         system = System(runtime, admin)
         busy, idle = system.tenant(), system.tenant()
@@ -43,7 +45,7 @@ def test_status_reports_queues_jobs_gates_accounts_and_scheduler(
         runtime.tracker.track(idle, [10_001, 10_002])
         inline_scheduler(system, "node-s").lead()
         runtime.store.redis.hset(runtime.store.keys.ticks(), mapping={"at": 1, "due": 2, "ms": 3})
-        state = json.loads(signq(settings.prefix, "status", "--json").stdout)
+        state = json.loads(signq(settings.prefix, "status", "--json", broker=broker).stdout)
         assert state == collect(runtime) | {"scheduler": state["scheduler"]}
         assert state["queues"][settings.queue] == {"ready": 1, "delayed": 0, "dead_letters": 0}
         assert state["jobs"]["by_state"]["queued"] == 1
@@ -54,43 +56,42 @@ def test_status_reports_queues_jobs_gates_accounts_and_scheduler(
         assert state["signatures"]["by_status"]["unknown"] == 2
         assert state["scheduler"]["leader"] == "node-s"
         assert state["events"]["length"] >= 5
-        table = signq(settings.prefix, "status")
+        table = signq(settings.prefix, "status", broker=broker)
         assert table.returncode == 0
         assert "parked jobs" in table.stdout
     finally:
-        broker.close()
+        job_broker.close()
         runtime.close()
         delete_prefix(settings.redis_url, settings.prefix)
 
 
 def test_dead_letters_list_show_retry_and_purge(
-    emulator_server: EmulatorServer, admin: EmulatorAdmin
+    emulator_server: EmulatorServer, admin: EmulatorAdmin, broker: dict[str, str]
 ) -> None:
     """A poll message that fails is dead-lettered by Dramatiq; dlq lists and shows it, retry
     sends it again (it fails again, here), purge empties the queue."""
-    with dramatiq_system(emulator_server, admin, threads=2) as system:
+    with dramatiq_system(emulator_server, admin, threads=2, **broker) as system:
         prefix = system.settings.prefix
+        cli = functools.partial(signq, prefix, broker=broker)
         system.runtime.dispatch.poll(["not-a-member"])
         letters = DeadLetters(system.runtime)
         wait_for(lambda: len(letters.all()) == 1, what="a dead letter")
         (letter,) = letters.all()
         assert (letter.actor, letter.args) == (POLL, [["not-a-member"]])
-        listed = [
-            json.loads(line) for line in signq(prefix, "dlq", "list", "--json").stdout.splitlines()
-        ]
+        listed = [json.loads(line) for line in cli("dlq", "list", "--json").stdout.splitlines()]
         assert [row["id"] for row in listed] == [letter.id]
-        shown = json.loads(signq(prefix, "dlq", "show", letter.id).stdout)
+        shown = json.loads(cli("dlq", "show", letter.id).stdout)
         assert (shown["actor_name"], shown["args"]) == (POLL, [["not-a-member"]])
-        retried = signq(prefix, "dlq", "retry", letter.id)
+        retried = cli("dlq", "retry", letter.id)
         assert f"{letter.id}: sent again to {POLL}" in retried.stdout
         wait_for(
             lambda: len(letters.all()) == 1 and letters.all()[0].id != letter.id,
             what="the retried message to fail again",
         )
-        missing = signq(prefix, "dlq", "retry", "no-such-id")
+        missing = cli("dlq", "retry", "no-such-id")
         assert missing.returncode == 2
         assert "no dead letter(s): no-such-id" in missing.stderr
-        assert "1 dead letter(s) purged" in signq(prefix, "dlq", "purge").stdout
+        assert "1 dead letter(s) purged" in cli("dlq", "purge").stdout
         assert letters.all() == []
 
 

@@ -93,3 +93,14 @@ def test_a_short_dashboard_token_is_refused_by_name() -> None:
     with pytest.raises(SettingsError, match="SIGNQ_DASHBOARD_TOKEN must be at least 16"):
         Settings.from_env({"SIGNQ_DASHBOARD_TOKEN": "short"})
     assert Settings.from_env({"SIGNQ_DASHBOARD_TOKEN": "x" * 16}).dashboard_token == "x" * 16
+
+
+def test_the_broker_url_is_checked_and_names_rabbitmq() -> None:
+    """SIGNQ_BROKER_URL: unset, redis:// or amqp://; anything else is refused by name with the
+    password masked."""
+    assert not Settings.from_env({}).rabbitmq
+    assert Settings.from_env({"SIGNQ_BROKER_URL": "amqp://u:p@h:5672/%2F"}).rabbitmq
+    assert not Settings.from_env({"SIGNQ_BROKER_URL": "redis://h:6379/1"}).rabbitmq
+    with pytest.raises(SettingsError, match="SIGNQ_BROKER_URL must be") as caught:
+        Settings.from_env({"SIGNQ_BROKER_URL": "kafka://u:hunter2@h:9092"})
+    assert "hunter2" not in str(caught.value)

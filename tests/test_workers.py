@@ -22,11 +22,13 @@ pytestmark = pytest.mark.slow
 
 
 def test_many_jobs_many_accounts_never_two_audits_per_account(
-    emulator_server: EmulatorServer, admin: EmulatorAdmin
+    emulator_server: EmulatorServer, admin: EmulatorAdmin, broker: dict[str, str]
 ) -> None:
     """120 creates over 30 accounts with 8 worker threads: all approved, in FIFO order per
     account, and the API never answered 50103."""
-    with dramatiq_system(emulator_server, admin, threads=8) as system, Resolver(system):
+    with dramatiq_system(emulator_server, admin, threads=8, **broker) as system, Resolver(system):
+        expected = "RabbitmqBroker" if broker else "RedisBroker"
+        assert type(system.runtime.broker).__name__ == expected
         accounts = [system.tenant(audit_delay=0.05) for _ in range(30)]
         submitted: dict[str, list[str]] = {a: [] for a in accounts}
         for n in range(4):
@@ -52,11 +54,11 @@ def test_many_jobs_many_accounts_never_two_audits_per_account(
 
 
 def test_a_crash_between_the_script_and_the_enqueue_loses_nothing(
-    emulator_server: EmulatorServer, admin: EmulatorAdmin
+    emulator_server: EmulatorServer, admin: EmulatorAdmin, broker: dict[str, str]
 ) -> None:
     """A producer that dies after accepting a job but before sending its message: the reaper
     sends it, and the job runs."""
-    with dramatiq_system(emulator_server, admin) as system:
+    with dramatiq_system(emulator_server, admin, **broker) as system:
         account = system.tenant()
 
         def die(_ids: Sequence[str]) -> None:
@@ -74,11 +76,11 @@ def test_a_crash_between_the_script_and_the_enqueue_loses_nothing(
 
 
 def test_a_crash_after_the_hand_off_before_the_enqueue_loses_nothing(
-    emulator_server: EmulatorServer, admin: EmulatorAdmin
+    emulator_server: EmulatorServer, admin: EmulatorAdmin, broker: dict[str, str]
 ) -> None:
     """Release hands the gate to the next job; if its message is never sent, the reaper sends
     it, and the account is not left blocked."""
-    with dramatiq_system(emulator_server, admin) as system:
+    with dramatiq_system(emulator_server, admin, **broker) as system:
         account = system.tenant()
         first = system.runtime.jobs.create(account, "第一").job_id
         second = system.runtime.jobs.create(account, "第二").job_id
@@ -95,18 +97,19 @@ def test_a_crash_after_the_hand_off_before_the_enqueue_loses_nothing(
 
 
 def test_a_killed_worker_process_loses_no_job_and_blocks_no_account(
-    emulator_server: EmulatorServer, admin: EmulatorAdmin, tmp_path: object
+    emulator_server: EmulatorServer, admin: EmulatorAdmin, broker: dict[str, str]
 ) -> None:
     """SIGKILL a `dramatiq worker.actors:setup` process while its create waits for the API's answer.
     The lease runs out, the reaper re-sends the job, a new worker (`signq worker`) finds the
     create may have gone through, retries through the gate, and settles it as unconfirmed: no
     duplicate, no job lost. The account's next job takes the gate at once and finds the unknown
     audit pending (blocked); once that audit resolves, its probe goes through."""
-    settings = isolated_settings(emulator_server)
-    broker = build_broker(settings)
-    runtime = Runtime.build(settings, broker=broker)
+    settings = isolated_settings(emulator_server, **broker)
+    job_broker = build_broker(settings)
+    runtime = Runtime.build(settings, broker=job_broker)
     env = {
         **os.environ,
+        **{f"SIGNQ_{k.upper()}": v for k, v in broker.items()},
         "SIGNQ_PREFIX": settings.prefix,
         "SIGNQ_API_URL": settings.api_url,
         "SIGNQ_LEASE_SECONDS": "2",
@@ -156,7 +159,7 @@ def test_a_killed_worker_process_loses_no_job_and_blocks_no_account(
     finally:
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait(timeout=10)
-        broker.close()
+        job_broker.close()
         runtime.close()
         delete_prefix(settings.redis_url, settings.prefix)
 

@@ -10,6 +10,7 @@ from dramatiq.message import Message
 from redis import Redis
 
 from worker import tracing
+from worker.errors import SettingsError
 from worker.keys import Keys
 from worker.middleware import LogContext
 from worker.settings import Settings
@@ -38,21 +39,35 @@ def queues(settings: Settings) -> tuple[str, ...]:
     return (settings.queue, track_queue(settings), webhook_queue(settings))
 
 
-def build_broker(settings: Settings, client: Redis | None = None) -> RedisBroker:
-    """A RedisBroker under the signq prefix, tuned to recover a dead worker's messages fast.
+def build_broker(settings: Settings, client: Redis | None = None) -> Broker:
+    """The job broker of SIGNQ_BROKER_URL: Dramatiq's RabbitmqBroker for an amqp:// URL
+    (durable queues, publisher confirms), else a RedisBroker under the signq prefix (the state
+    Redis unless the URL names another), tuned to recover a dead worker's messages fast.
 
-    A worker that stops sending heartbeats for ``SIGNQ_HEARTBEAT_TIMEOUT`` seconds is dead; the
-    maintenance that requeues its unacknowledged messages runs on
+    A Redis worker that stops sending heartbeats for ``SIGNQ_HEARTBEAT_TIMEOUT`` seconds is dead;
+    the maintenance that requeues its unacknowledged messages runs on
     ``SIGNQ_MAINTENANCE_CHANCE`` per million broker commands (10 % by default, where Dramatiq's
-    default is 0.1 %), so its messages come back seconds after the timeout.
+    default is 0.1 %), so its messages come back seconds after the timeout. RabbitMQ gives a
+    dead consumer's unacknowledged messages back by itself when its connection drops.
     """
-    broker = RedisBroker(  # type: ignore[no-untyped-call]  # dramatiq is untyped here
-        url=None if client is not None else settings.redis_url,
-        client=client,
-        namespace=Keys(settings.prefix).dramatiq_namespace(),
-        heartbeat_timeout=int(settings.heartbeat_timeout * 1000),
-        maintenance_chance=settings.maintenance_chance,
-    )
+    broker: Broker
+    if settings.rabbitmq:
+        try:
+            from dramatiq.brokers.rabbitmq import RabbitmqBroker  # noqa: PLC0415 - needs pika
+        except ImportError:
+            raise SettingsError(
+                "SIGNQ_BROKER_URL is an amqp:// URL but pika is not installed: "
+                "pip install 'signq[rabbitmq]'"
+            ) from None
+        broker = RabbitmqBroker(url=settings.broker_url, confirm_delivery=True)
+    else:
+        broker = RedisBroker(  # type: ignore[no-untyped-call]  # dramatiq is untyped here
+            url=None if client is not None else (settings.broker_url or settings.redis_url),
+            client=client,
+            namespace=Keys(settings.prefix).dramatiq_namespace(),
+            heartbeat_timeout=int(settings.heartbeat_timeout * 1000),
+            maintenance_chance=settings.maintenance_chance,
+        )
     broker.add_middleware(LogContext())
     if tracing.configure(settings.otel_exporter):
         broker.add_middleware(tracing.Propagation())

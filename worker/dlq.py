@@ -2,6 +2,9 @@
 
 A message is dead-lettered when its actor failed past its retries. Retrying a job's message
 reopens the job (``signq jobs retry``), since a message alone would find it settled.
+
+On Redis the dead letters are a sorted set and a hash per queue; on RabbitMQ they are the
+``.XQ`` queues Dramatiq declares, read by taking messages and putting back those not retried.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ class DeadLetters:
 
     def all(self) -> list[DeadLetter]:
         """Every dead letter, oldest first."""
+        if self.runtime.settings.rabbitmq:
+            return self._rabbit(keep=lambda _letter: True)
         r = self.runtime.store.redis
         found = []
         for queue in self.queues:
@@ -82,11 +87,58 @@ class DeadLetters:
             if missing:
                 raise JobError(f"no dead letter(s): {', '.join(sorted(missing))}")
             letters = [letter for letter in letters if letter.id in wanted]
+        if self.runtime.settings.rabbitmq:
+            wanted_ids = {letter.id for letter in letters}
+            taken: list[DeadLetter] = []
+            self._rabbit(keep=lambda letter: letter.id not in wanted_ids, taken=taken)
+            return [self._retry(letter) for letter in taken]
         done = []
         for letter in letters:
             done.append(self._retry(letter))
             self._remove(letter)
         return done
+
+    def _rabbit(
+        self, keep: Any, taken: list[DeadLetter] | None = None, limit: int = 10_000
+    ) -> list[DeadLetter]:
+        """Walk RabbitMQ's dead-letter queues: each message is taken, and put back unless
+        ``keep`` says no (those go to ``taken``, acknowledged). Returns every letter seen."""
+        from dramatiq.common import xq_name  # noqa: PLC0415
+
+        channel = self.runtime.broker.connection.channel()  # type: ignore[attr-defined]
+        seen: list[DeadLetter] = []
+        try:
+            for queue in self.queues:
+                tags = []
+                for _ in range(limit):
+                    method, _props, body = channel.basic_get(xq_name(queue), auto_ack=False)
+                    if method is None:
+                        break
+                    raw = json.loads(body)
+                    letter = DeadLetter(
+                        str(raw.get("message_id")),
+                        queue,
+                        raw.get("actor_name", "?"),
+                        list(raw.get("args") or []),
+                        int(
+                            raw.get("options", {}).get("dead_at")
+                            or raw.get("message_timestamp")
+                            or 0
+                        ),
+                        raw,
+                    )
+                    seen.append(letter)
+                    if keep(letter):
+                        tags.append(method.delivery_tag)
+                    else:
+                        if taken is not None:
+                            taken.append(letter)
+                        channel.basic_ack(method.delivery_tag)
+                for tag in tags:
+                    channel.basic_nack(tag, requeue=True)
+        finally:
+            channel.close()
+        return sorted(seen, key=lambda d: d.dead_at)
 
     def _retry(self, letter: DeadLetter) -> str:
         if letter.actor == RUN_JOB and letter.args:
@@ -111,6 +163,10 @@ class DeadLetters:
 
     def purge(self) -> int:
         """Drop every dead letter; returns how many."""
+        if self.runtime.settings.rabbitmq:
+            taken: list[DeadLetter] = []
+            self._rabbit(keep=lambda _letter: False, taken=taken)
+            return len(taken)
         r = self.runtime.store.redis
         count = 0
         for queue in self.queues:

@@ -111,6 +111,9 @@ def configure(level: str = "INFO", fmt: str = "auto") -> None:
             renderer,
         ],
     )
+    # pika logs a refused connection as an error with its traceback; signq answers it in one
+    # line of its own (the CLI) or retries (Dramatiq's consumer).
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
     root = logging.getLogger()

@@ -56,6 +56,8 @@ class Settings:
     redis_explicit: bool = False
     api_url: str = DEFAULT_API_URL
     prefix: str = "signq"
+    # The job broker: unset (the state Redis), a redis:// URL, or amqp(s):// for RabbitMQ.
+    broker_url: str = ""
     # The JSMS client.
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
@@ -241,7 +243,19 @@ class Settings:
             self.rate_limit, self.rate_burst, self.account_rate_limit, self.account_rate_burst
         )
 
+    @property
+    def rabbitmq(self) -> bool:
+        """Whether the job broker is RabbitMQ."""
+        return self.broker_url.startswith(("amqp://", "amqps://"))
+
     def _check_integrations(self) -> None:
+        if self.broker_url and not self.broker_url.startswith(
+            ("redis://", "rediss://", "unix://", "amqp://", "amqps://")
+        ):
+            raise SettingsError(
+                "SIGNQ_BROKER_URL must be empty (the state Redis), a redis:// URL or an "
+                f"amqp:// URL, got {masked_url(self.broker_url)!r}"
+            )
         self.webhook_schedule  # noqa: B018 - parsed here to refuse a bad one at start
         if self.dashboard_token is not None and len(self.dashboard_token) < 16:
             raise SettingsError("SIGNQ_DASHBOARD_TOKEN must be at least 16 characters")

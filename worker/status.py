@@ -17,6 +17,14 @@ PAGE = 5000
 
 def queue_depths(runtime: Runtime) -> dict[str, dict[str, int]]:
     """Ready, delayed and dead-lettered messages of each of signq's queues."""
+    if runtime.settings.rabbitmq:
+        # RabbitMQ's own counts (a declare answers them), for the queue, its delay and dead
+        # letter queues.
+        counts = getattr(runtime.broker, "get_queue_message_counts")  # noqa: B009
+        return {
+            queue: dict(zip(("ready", "delayed", "dead_letters"), counts(queue), strict=True))
+            for queue in queues(runtime.settings)
+        }
     keys = runtime.store.keys
     r = runtime.store.redis
     depths = {}

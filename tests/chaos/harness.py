@@ -325,13 +325,10 @@ class Scenario:
         return [json.loads(fields["event"]) for _, fields in entries]
 
     def dead_letters(self) -> int:
-        """Messages in Dramatiq's dead-letter queues."""
-        r = self.runtime.store.redis
-        namespace = self.runtime.store.keys.dramatiq_namespace()
-        return sum(
-            int(r.zcard(f"{namespace}:{queue}.XQ"))
-            for queue in (self.settings.queue, f"{self.settings.queue}.track")
-        )
+        """Messages in Dramatiq's dead-letter queues (on Redis or RabbitMQ)."""
+        from worker.dlq import DeadLetters  # noqa: PLC0415
+
+        return len(DeadLetters(self.runtime).all())
 
 
 def _retrying(call: Callable[[], Any], seconds: float = 30) -> Any:

@@ -13,11 +13,14 @@ from tests.chaos.harness import check_invariants, scenario
 FREEZE_SECONDS = 12
 
 
-def test_killed_frozen_and_stopped_workers_lose_and_duplicate_nothing(tmp_path: Path) -> None:
+def test_killed_frozen_and_stopped_workers_lose_and_duplicate_nothing(
+    tmp_path: Path, broker: dict[str, str]
+) -> None:
     """SIGKILL a worker three times mid-run, freeze another past its lease, SIGTERM one
     mid-run: every job ends, no create is made twice, a frozen worker's late answers settle
-    their jobs, and no message is dead-lettered."""
-    with scenario(tmp_path) as world:
+    their jobs, and no message is dead-lettered. On each job broker."""
+    env = {f"SIGNQ_{k.upper()}": v for k, v in broker.items()}
+    with scenario(tmp_path, **env) as world:
         accounts = world.add_tenants(30)
         # Creates take a while, so that every signal finds some in flight.
         world.admin.set_faults(

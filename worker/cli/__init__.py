@@ -38,9 +38,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SignqError, ValidationError) as exc:  # ValidationError: the JSMS client's checks
         print(f"signq: {exc}", file=sys.stderr)
         return exc.exit_code if isinstance(exc, SignqError) else USAGE
-    except RedisError as exc:
-        print(f"signq: {redis_problem(exc, settings)}", file=sys.stderr)
-        return 2
     except BrokenPipeError:
         # The reader went away (`signq events | head`): not an error of ours. Whatever is
         # still buffered goes nowhere instead of raising again at exit.
@@ -48,6 +45,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        problem = service_problem(exc, settings)
+        if problem is None:
+            raise
+        print(f"signq: {problem}", file=sys.stderr)
+        return 2
+
+
+def service_problem(exc: Exception, settings: Settings | None) -> str | None:
+    """One line for Redis or RabbitMQ away or refusing, or None for anything else."""
+    if isinstance(exc, RedisError):
+        return redis_problem(exc, settings)
+    if settings is None or not type(exc).__module__.startswith("pika"):
+        return None
+    return (
+        f"cannot reach RabbitMQ at {masked_url(settings.broker_url)} ({type(exc).__name__}): "
+        "check that it is running and that SIGNQ_BROKER_URL points at it"
+    )
 
 
 def redis_problem(exc: RedisError, settings: Settings | None) -> str:
