@@ -86,7 +86,8 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
         ("worker.settings", ("worker.errors",)),
         ("worker.tracing", ()),
         ("worker.logs", ("worker.jsms.credentials", "worker.tracing")),
-        ("worker.store", ("worker.keys", "worker.settings", "worker.errors")),
+        ("worker.connections", ("worker.settings",)),
+        ("worker.store", ("worker.keys", "worker.settings", "worker.errors", "worker.connections")),
         ("worker.embedded_redis", ("worker.net", "worker.settings", "worker.errors")),
     ],
 )

@@ -104,3 +104,30 @@ def test_the_broker_url_is_checked_and_names_rabbitmq() -> None:
     with pytest.raises(SettingsError, match="SIGNQ_BROKER_URL must be") as caught:
         Settings.from_env({"SIGNQ_BROKER_URL": "kafka://u:hunter2@h:9092"})
     assert "hunter2" not in str(caught.value)
+
+
+def test_sentinels_are_checked_and_build_a_sentinel_client() -> None:
+    """SIGNQ_REDIS_SENTINELS: host:port pairs, refused by name otherwise; with them the state
+    client is redis-py's Sentinel-managed client of the named primary, with the URL's
+    password and database."""
+    from redis.sentinel import SentinelConnectionPool  # noqa: PLC0415
+
+    from worker.connections import redis_client  # noqa: PLC0415
+
+    with pytest.raises(SettingsError, match="SIGNQ_REDIS_SENTINELS must be host:port"):
+        Settings.from_env({"SIGNQ_REDIS_SENTINELS": "10.0.0.5:26379,nonsense"})
+    settings = Settings.from_env(
+        {
+            "SIGNQ_REDIS_SENTINELS": "127.0.0.1:26379,127.0.0.1:26380",
+            "SIGNQ_REDIS_MASTER": "signq",
+            "SIGNQ_REDIS_URL": "redis://:pw@ignored:6379/3",
+        }
+    )
+    assert settings.redis_explicit
+    client = redis_client(settings)
+    pool = client.connection_pool
+    assert isinstance(pool, SentinelConnectionPool)
+    assert pool.service_name == "signq"
+    assert pool.connection_kwargs["db"] == 3
+    assert pool.connection_kwargs["password"] == "pw"
+    client.close()

@@ -10,6 +10,7 @@ from dramatiq.message import Message
 from redis import Redis
 
 from worker import tracing
+from worker.connections import redis_client
 from worker.errors import SettingsError
 from worker.keys import Keys
 from worker.middleware import LogContext
@@ -61,6 +62,8 @@ def build_broker(settings: Settings, client: Redis | None = None) -> Broker:
             ) from None
         broker = RabbitmqBroker(url=settings.broker_url, confirm_delivery=True)
     else:
+        if client is None and not settings.broker_url and settings.redis_sentinels:
+            client = redis_client(settings, decode=False)  # the primary, through the sentinels
         broker = RedisBroker(  # type: ignore[no-untyped-call]  # dramatiq is untyped here
             url=None if client is not None else (settings.broker_url or settings.redis_url),
             client=client,

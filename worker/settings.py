@@ -58,6 +58,10 @@ class Settings:
     prefix: str = "signq"
     # The job broker: unset (the state Redis), a redis:// URL, or amqp(s):// for RabbitMQ.
     broker_url: str = ""
+    # Redis behind Sentinel: host:port,... of the sentinels and the primary's name; password
+    # and database still come from SIGNQ_REDIS_URL.
+    redis_sentinels: str = ""
+    redis_master: str = "mymaster"
     # The JSMS client.
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
@@ -144,6 +148,8 @@ class Settings:
         if redis_url:
             values["redis_url"] = redis_url
             values["redis_explicit"] = True
+        if env.get("SIGNQ_REDIS_SENTINELS"):
+            values["redis_explicit"] = True  # a Redis is named: the demo uses it
         exporter = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
         if not exporter and (
             env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
@@ -248,7 +254,18 @@ class Settings:
         """Whether the job broker is RabbitMQ."""
         return self.broker_url.startswith(("amqp://", "amqps://"))
 
+    def _check_sentinels(self) -> None:
+        for item in (x.strip() for x in self.redis_sentinels.split(",") if self.redis_sentinels):
+            host, _, port = item.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise SettingsError(
+                    f"SIGNQ_REDIS_SENTINELS must be host:port,host:port,..., got {item!r}"
+                )
+        if not self.redis_master.strip():
+            raise SettingsError("SIGNQ_REDIS_MASTER must name the primary the sentinels watch")
+
     def _check_integrations(self) -> None:
+        self._check_sentinels()
         if self.broker_url and not self.broker_url.startswith(
             ("redis://", "rediss://", "unix://", "amqp://", "amqps://")
         ):

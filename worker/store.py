@@ -15,6 +15,7 @@ from typing import Any
 
 import redis
 
+from worker.connections import redis_client
 from worker.keys import Keys
 from worker.settings import RateLimits, Settings
 
@@ -182,17 +183,18 @@ class Store:
         # Told the types of the events each applied change published (the runtime counts them
         # in its metrics; the store itself knows nothing of metrics).
         self.on_published: Callable[[list[str]], object] = lambda _types: None
-        self.redis: redis.Redis = client or redis.Redis.from_url(
-            settings.redis_url, decode_responses=True, health_check_interval=30
-        )
+        self.redis: redis.Redis = client or redis_client(settings)
         # Images are bytes: a second pool to the same server, without decoding.
-        pool = self.redis.connection_pool
-        self.raw: redis.Redis = redis.Redis(
-            connection_pool=type(pool)(
-                connection_class=pool.connection_class,
-                **{**pool.connection_kwargs, "decode_responses": False},
+        if client is None:
+            self.raw: redis.Redis = redis_client(settings, decode=False)
+        else:
+            pool = client.connection_pool
+            self.raw = redis.Redis(
+                connection_pool=type(pool)(
+                    connection_class=pool.connection_class,
+                    **{**pool.connection_kwargs, "decode_responses": False},
+                )
             )
-        )
         library = self.keys.lua() + "\n" + _lua("lib")
         header = "local P = ARGV[1]\n"
         self._scripts = {
