@@ -177,3 +177,15 @@ def inline_scheduler(system: System, node: str | None = None) -> Any:
 
     dispatcher = InlineDispatcher(rt.store, run_poll=rt.tracker.poll, run_reap=reap)
     return Scheduler(rt.store, rt.tracker, dispatcher, node)
+
+
+def register_tenants(runtime: Runtime, admin: EmulatorAdmin, count: int, prefix: str) -> list[str]:
+    """``count`` accounts, each at the emulator (slow audits) and in signq; their names."""
+    names = []
+    for n in range(count):
+        creds = new_credentials()
+        admin.add_account(creds.app_key, creds.master_secret, audit_delay=3600)
+        name = f"{prefix}{n}-{creds.app_key[:6]}"
+        runtime.accounts.add(name, creds.app_key, creds.master_secret)
+        names.append(name)
+    return names

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from tests.receiver import receiver
-from tests.system import isolated_settings
+from tests.system import isolated_settings, register_tenants
 from worker.emulator import EmulatorAdmin, EmulatorServer
 from worker.testing import in_process, wait_for
 
@@ -22,8 +22,6 @@ def test_order_per_account_holds_under_concurrency(
     """Four accounts' jobs through eight worker threads; the receiver fails every third
     request. Each account's events arrive in stream order, one request in flight per account
     at a time, every event delivered once with a 2xx; accounts go in parallel."""
-    from tests.conftest import new_credentials  # noqa: PLC0415
-
     settings = isolated_settings(
         emulator_server,
         tick_seconds=0.05,
@@ -39,12 +37,7 @@ def test_order_per_account_holds_under_concurrency(
         rx.script = [next(failing) for _ in range(400)]
         runtime = running.runtime
         _endpoint, rx.secret = runtime.endpoints.add(rx.url)
-        accounts = []
-        for n in range(4):
-            creds = new_credentials()
-            admin.add_account(creds.app_key, creds.master_secret, audit_delay=3600)
-            runtime.accounts.add(f"hook{n}-{creds.app_key[:6]}", creds.app_key, creds.master_secret)
-            accounts.append(f"hook{n}-{creds.app_key[:6]}")
+        accounts = register_tenants(runtime, admin, 4, "hook")
         for sign_id, account in itertools.product(range(900_001, 900_007), accounts):
             runtime.jobs.query(account, sign_id)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import redis
 
-from tests.conftest import new_credentials
+from tests.system import register_tenants
 from worker.embedded_redis import find_redis_server
 from worker.emulator import EmulatorAdmin, EmulatorServer
 from worker.net import free_port
@@ -98,12 +98,7 @@ def test_work_resumes_on_the_promoted_replica_by_itself(
         )
         with in_process(settings, threads=4, scheduler="failover") as running:
             rt = running.runtime
-            accounts = []
-            for n in range(6):
-                creds = new_credentials()
-                admin.add_account(creds.app_key, creds.master_secret, audit_delay=3600)
-                rt.accounts.add(f"ha{n}", creds.app_key, creds.master_secret)
-                accounts.append(f"ha{n}")
+            accounts = register_tenants(rt, admin, 6, "ha")
             before = [rt.jobs.query(a, 800_000 + i).job_id for i in range(5) for a in accounts]
             time.sleep(0.3)  # part of the load in flight when the primary dies
             primary_proc.kill()
