@@ -26,6 +26,7 @@ from bench_dashboard import dashboard_pages
 from bench_hooks import tracing_cost, webhooks
 from bench_intake import onboarding_rate, steady_memory
 from bench_pipeline import gate_makespan, latency_bound, overhead
+from bench_scaling import scaling
 from bench_tracking import event_latency, tracking_scale
 
 START, END = "<!-- figures:start -->", "<!-- figures:end -->"
@@ -40,6 +41,7 @@ SCENARIOS: dict[str, Callable[..., None]] = {
     "webhooks": webhooks,
     "tracing": tracing_cost,
     "dashboard": dashboard_pages,
+    "scaling": scaling,
 }
 
 

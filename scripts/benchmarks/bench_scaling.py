@@ -1,0 +1,149 @@
+"""Scaling: the latency-bound load (100 ms API) through 1, 2 and 4 `signq worker` processes of
+8 threads, on each job broker; jobs/s, CPU per job, and the state Redis's cost per job, from
+which the rate at which one Redis core is full follows."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from bench_common import (
+    Bench,
+    Row,
+    commands,
+    count_in,
+    cpu_seconds,
+    emulator_process,
+    register,
+    sign,
+    system,
+    tenants,
+    wait,
+)
+
+from worker.jsms import SignRequest
+from worker.records import JobSpec
+
+RABBITMQ = os.environ.get("SIGNQ_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+THREADS = 8
+
+
+def _rabbitmq_up() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5672), 1):
+            return True
+    except OSError:
+        return False
+
+
+def _tree_cpu(root: int) -> float:
+    """CPU seconds of a process and its children (Dramatiq's worker processes)."""
+    pids = [root]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == root:
+            pids.append(int(stat.parent.name))
+    return sum(c for c in (cpu_seconds(p) for p in pids) if not math.isnan(c))
+
+
+def scaling(bench: Bench) -> None:
+    """1, 2 and 4 worker processes on each broker, against the ideal P*T/latency."""
+    n = bench.sizes.latency_jobs
+    brokers = [("redis", "")] + ([("rabbitmq", RABBITMQ)] if _rabbitmq_up() else [])
+    cores = os.cpu_count() or 1
+    with emulator_process() as (api, admin, _emulator_pid):
+        admin.set_faults([{"kind": "latency", "seconds": 0.1}])
+        for name, url in brokers:
+            for processes in (1, 2, 4):
+                queue = f"signq-scale-{uuid.uuid4().hex[:6]}"
+                overrides = {"queue": queue, **({"broker_url": url} if url else {})}
+                with system(api, threads=0, **overrides) as rt:
+                    accounts = tenants(admin, n)
+                    register(rt, accounts)
+                    env = {
+                        **os.environ,
+                        "SIGNQ_PREFIX": rt.settings.prefix,
+                        "SIGNQ_API_URL": api,
+                        "SIGNQ_QUEUE": queue,
+                        "SIGNQ_LOG_LEVEL": "WARNING",
+                        **({"SIGNQ_BROKER_URL": url} if url else {}),
+                    }
+                    worker = subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-m",
+                            "worker",
+                            "worker",
+                            "--processes",
+                            str(processes),
+                            "--threads",
+                            str(THREADS),
+                        ],
+                        env=env,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                        start_new_session=True,
+                    )
+                    try:
+                        time.sleep(3)  # the processes start and connect
+                        redis_pid = int(rt.store.redis.info("server")["process_id"])
+                        cpu_before = _tree_cpu(worker.pid)
+                        redis_before = cpu_seconds(redis_pid)
+                        calls_before = commands(rt.store.redis)
+                        started = time.perf_counter()
+                        rt.jobs.submit_many(
+                            [
+                                JobSpec("create", a, request=SignRequest(sign(0)))
+                                for a, _ in accounts
+                            ]
+                        )
+                        wait(lambda: count_in(rt, "pending_audit") >= n, 600, "the scaling run")
+                        rate = n / (time.perf_counter() - started)
+                        worker_ms = (_tree_cpu(worker.pid) - cpu_before) / n * 1000
+                        redis_ms = (cpu_seconds(redis_pid) - redis_before) / n * 1000
+                        per_job = (commands(rt.store.redis) - calls_before) / n
+                    finally:
+                        os.killpg(worker.pid, signal.SIGTERM)
+                        worker.wait(timeout=30)
+                        if url:
+                            _delete_queues(url, queue)
+                ideal = processes * THREADS / 0.1
+                ceiling = 1000 / redis_ms if redis_ms > 0 else float("inf")
+                bench.add(
+                    Row(
+                        f"scaling: {name} broker, {processes} x {THREADS} threads",
+                        f"{rate:.0f} jobs/s",
+                        f"ideal {ideal:.0f}",
+                        f"{rate / ideal:.2f} of ideal",
+                        "-",
+                        None,
+                        f"{n} creates, 100 ms API; workers {worker_ms / processes:.1f} CPU ms/job "
+                        f"per process ({worker_ms:.1f} in all); Redis {redis_ms:.2f} CPU ms and "
+                        f"{per_job:.0f} commands per job: one Redis core full at ~{ceiling:.0f} "
+                        f"jobs/s; {cores} cores here, shared with the emulator and Redis",
+                    )
+                )
+
+
+def _delete_queues(url: str, queue: str) -> None:
+    import pika  # noqa: PLC0415
+    from dramatiq.common import dq_name, xq_name  # noqa: PLC0415
+
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = connection.channel()
+        for name in (queue, f"{queue}.track", f"{queue}.webhooks"):
+            for each in (name, dq_name(name), xq_name(name)):
+                channel.queue_delete(each)
+    finally:
+        connection.close()
