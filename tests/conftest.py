@@ -164,18 +164,6 @@ def redis_url() -> str:
 RABBITMQ_URL = os.environ.get("SIGNQ_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 
 
-def _rabbitmq_answers(url: str) -> bool:
-    import socket  # noqa: PLC0415
-    from urllib.parse import urlsplit  # noqa: PLC0415
-
-    parts = urlsplit(url)
-    try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5672), 1):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.fixture(params=["redis", "rabbitmq"])
 def broker(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     """Settings overrides for each job broker: the state Redis, and RabbitMQ on loopback (its
@@ -184,18 +172,8 @@ def broker(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     if request.param == "redis":
         yield {}
         return
-    if not _rabbitmq_answers(RABBITMQ_URL):
+    if not testing.rabbitmq_answers(RABBITMQ_URL):
         pytest.skip(f"RabbitMQ: nothing answers at {RABBITMQ_URL}; this variant did not run")
     queue = f"signq-test-{uuid.uuid4().hex[:8]}"
     yield {"broker_url": RABBITMQ_URL, "queue": queue}
-    import pika  # noqa: PLC0415
-    from dramatiq.common import dq_name, xq_name  # noqa: PLC0415
-
-    connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
-    try:
-        channel = connection.channel()
-        for name in (queue, f"{queue}.track", f"{queue}.webhooks"):
-            for each in (name, dq_name(name), xq_name(name)):
-                channel.queue_delete(each)
-    finally:
-        connection.close()
+    testing.delete_rabbitmq_queues(Settings(broker_url=RABBITMQ_URL, queue=queue))

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from worker.harness import InProcess, delete_prefix, in_process
+from worker.settings import Settings
 from worker.store import Store
 
 __all__ = [
@@ -24,7 +25,9 @@ __all__ = [
     "RecordingDispatcher",
     "answers",
     "delete_prefix",
+    "delete_rabbitmq_queues",
     "in_process",
+    "rabbitmq_answers",
     "run_cli",
     "wait_for",
 ]
@@ -127,6 +130,37 @@ def answers(url: str, process: subprocess.Popen[Any] | None = None) -> bool:
     except httpx.TransportError:
         return False
     return True
+
+
+def rabbitmq_answers(url: str) -> bool:
+    """Whether something accepts connections at an amqp:// URL's host and port (1 s)."""
+    import socket  # noqa: PLC0415
+    from urllib.parse import urlsplit  # noqa: PLC0415
+
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5672), 1):
+            return True
+    except OSError:
+        return False
+
+
+def delete_rabbitmq_queues(settings: Settings) -> None:
+    """Delete every RabbitMQ queue signq declares for these settings (with their delay and
+    dead-letter queues): a test's or a benchmark's own, named by its SIGNQ_QUEUE."""
+    import pika  # type: ignore[import-untyped]  # noqa: PLC0415
+    from dramatiq.common import dq_name, xq_name  # noqa: PLC0415
+
+    from worker.broker import queues  # noqa: PLC0415
+
+    connection = pika.BlockingConnection(pika.URLParameters(settings.broker_url))
+    try:
+        channel = connection.channel()
+        for name in queues(settings):
+            for each in (name, dq_name(name), xq_name(name)):
+                channel.queue_delete(each)
+    finally:
+        connection.close()
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,17 +29,10 @@ from bench_common import (
 
 from worker.jsms import SignRequest
 from worker.records import JobSpec
+from worker.testing import delete_rabbitmq_queues, rabbitmq_answers
 
 RABBITMQ = os.environ.get("SIGNQ_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 THREADS = 8
-
-
-def _rabbitmq_up() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 5672), 1):
-            return True
-    except OSError:
-        return False
 
 
 def _tree_cpu(root: int) -> float:
@@ -59,7 +51,7 @@ def _tree_cpu(root: int) -> float:
 def scaling(bench: Bench) -> None:
     """1, 2 and 4 worker processes on each broker, against the ideal P*T/latency."""
     n = bench.sizes.latency_jobs
-    brokers = [("redis", "")] + ([("rabbitmq", RABBITMQ)] if _rabbitmq_up() else [])
+    brokers = [("redis", "")] + ([("rabbitmq", RABBITMQ)] if rabbitmq_answers(RABBITMQ) else [])
     cores = os.cpu_count() or 1
     with emulator_process() as (api, admin, _emulator_pid):
         admin.set_faults([{"kind": "latency", "seconds": 0.1}])
@@ -116,7 +108,7 @@ def scaling(bench: Bench) -> None:
                         os.killpg(worker.pid, signal.SIGTERM)
                         worker.wait(timeout=30)
                         if url:
-                            _delete_queues(url, queue)
+                            delete_rabbitmq_queues(rt.settings)
                 ideal = processes * THREADS / 0.1
                 ceiling = 1000 / redis_ms if redis_ms > 0 else float("inf")
                 bench.add(
@@ -133,17 +125,3 @@ def scaling(bench: Bench) -> None:
                         f"jobs/s; {cores} cores here, shared with the emulator and Redis",
                     )
                 )
-
-
-def _delete_queues(url: str, queue: str) -> None:
-    import pika  # noqa: PLC0415
-    from dramatiq.common import dq_name, xq_name  # noqa: PLC0415
-
-    connection = pika.BlockingConnection(pika.URLParameters(url))
-    try:
-        channel = connection.channel()
-        for name in (queue, f"{queue}.track", f"{queue}.webhooks"):
-            for each in (name, dq_name(name), xq_name(name)):
-                channel.queue_delete(each)
-    finally:
-        connection.close()
