@@ -349,3 +349,51 @@ def test_accounts_are_paged_and_searched_by_name(dash: tuple[System, str]) -> No
         assert f'href="/jobs/{holder}"' in first
         one = http.get("/accounts", params={"q": "paged007"}).text
         assert re.findall(r'<td><a href="/accounts/(paged[^"]+)">', one) == ["paged007"]
+
+
+def test_bad_input_is_refused_by_name_and_unknown_ids_are_404(dash: tuple[System, str]) -> None:
+    """A confirm with a sign id that is not a number, a retry of a job that is not failed, an
+    unknown job or account: the operator reads why, and nothing changes."""
+    import re  # noqa: PLC0415
+
+    from worker.dashboard.app import _digest  # noqa: PLC0415
+
+    system, url = dash
+    account = system.tenant()
+    job = system.runtime.jobs.create(account, "坏输入").job_id
+    csrf = _digest(TOKEN, "csrf")
+    with httpx.Client(base_url=url, follow_redirects=True) as http:
+        http.post("/login", data={"token": TOKEN})
+        page = http.post(f"/jobs/{job}/confirm", data={"csrf": csrf, "sign_id": "abc"}).text
+        flash = re.search(r'<p class="flash" role="status">([^<]+)</p>', page)
+        assert flash
+        assert flash.group(1) == "refused: sign id must be a positive integer, got &#39;abc&#39;"
+        retried = http.post(f"/jobs/{job}/retry", data={"csrf": csrf}).text
+        assert "refused: job " in retried
+        assert "only a failed or cancelled job is retried" in retried
+        assert http.get("/jobs/no-such-job").status_code == 404
+        missing = http.get("/accounts/nobody-here")
+        assert missing.status_code == 404
+        assert "nobody-here" in missing.text
+        unknown = http.post(f"/jobs/{job}/explode", data={"csrf": csrf}).text
+        assert "refused: no action &#39;explode&#39;" in unknown
+    assert system.runtime.jobs.require(job).state == "queued"
+
+
+def test_a_token_from_the_environment_is_not_printed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With SIGNQ_DASHBOARD_TOKEN set, `signq dashboard` prints its URL and where the token
+    comes from, never the token itself."""
+    import uvicorn  # noqa: PLC0415
+
+    from worker.testing import run_cli  # noqa: PLC0415
+
+    served: list[object] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.append(options))
+    env = {**os.environ, "SIGNQ_DASHBOARD_TOKEN": TOKEN}
+    done = run_cli(["dashboard", "--port", "8123"], env=env)
+    assert done.returncode == 0
+    assert done.stdout == (
+        "signq dashboard: http://127.0.0.1:8123/ (log in with SIGNQ_DASHBOARD_TOKEN)\n"
+    )
+    assert TOKEN not in done.stdout
+    assert served == [{"host": "127.0.0.1", "port": 8123, "log_level": "warning"}]

@@ -235,9 +235,7 @@ def test_a_removed_endpoint_drops_what_it_had_queued(hooks: System) -> None:
         hooks.runtime.endpoints.remove(endpoint.id)
         assert flush(hooks) == []
         assert rx.received == []
-    assert hooks.runtime.endpoints.list() == [] or all(
-        e.id != endpoint.id for e in hooks.runtime.endpoints.list()
-    )
+    assert endpoint.id not in [e.id for e in hooks.runtime.endpoints.list()]
     with pytest.raises(WebhookError, match="no webhook endpoint"):
         hooks.runtime.deliveries.test(endpoint.id)
 
@@ -350,6 +348,42 @@ def test_secrets_are_sealed_at_rest_and_never_listed(
             system.runtime.endpoints.add("https://example.com/h", secret="hunter2")
     finally:
         system.runtime.close()
+
+
+def test_a_secret_this_worker_cannot_open_is_retried_not_sent(
+    emulator_server: EmulatorServer, admin: EmulatorAdmin
+) -> None:
+    """An endpoint sealed with another SIGNQ_SECRET_KEY: the delivery is not sent unsigned and
+    not dropped; the attempt names the key problem and the delivery waits for a retry."""
+    from cryptography.fernet import Fernet  # noqa: PLC0415
+
+    sealer = build_system(
+        emulator_server,
+        admin,
+        secret_key=Fernet.generate_key().decode(),
+        webhooks_allow_private=True,
+    )
+    try:
+        account = sealer.tenant()
+        with receiver() as rx:
+            endpoint, rx.secret = sealer.runtime.endpoints.add(rx.url, types=["job.accepted"])
+            sealer.runtime.jobs.create(account, "换了钥匙")
+            # The same Redis, read by a worker holding another key.
+            from worker.accounts import SecretBox  # noqa: PLC0415
+
+            sealer.runtime.endpoints.box = SecretBox(Fernet.generate_key().decode())
+            deliveries, dispatcher = sealer.runtime.deliveries, sealer.runtime.dispatch
+            deliveries.pump()
+            assert isinstance(dispatcher, RecordingDispatcher)
+            (delivery,) = dispatcher.deliveries
+            assert deliveries.deliver(delivery) == "retry"
+            assert rx.received == []
+        (attempt,) = deliveries.attempts(endpoint.id)
+        assert attempt["outcome"] == "retry"
+        assert "SIGNQ_SECRET_KEY does not decrypt its secret" in attempt["error"]
+        assert f"webhook endpoint {endpoint.id}" in attempt["error"]
+    finally:
+        sealer.runtime.close()
 
 
 def test_a_receiver_helper_sees_each_answer(hooks: System) -> None:

@@ -151,7 +151,11 @@ class Accounts:
         one range read of the name index, however many accounts there are."""
         r = self.store.redis
         index = self.keys.accounts_index()
-        if r.zcard(index) < r.scard(self.keys.accounts()):
+        pipe = r.pipeline(transaction=False)
+        pipe.zcard(index)
+        pipe.scard(self.keys.accounts())
+        indexed, registered = pipe.execute()
+        if indexed < registered:
             # Accounts registered before the index existed: indexed once, here.
             names = texts(r.smembers(self.keys.accounts()))
             if names:

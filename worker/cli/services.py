@@ -173,11 +173,12 @@ def dashboard(args: argparse.Namespace, settings: Settings) -> int:
 
     token = settings.dashboard_token or secrets.token_urlsafe(24)
     app = build_app(runtime(settings), token, read_only=args.read_only)
-    shown = "SIGNQ_DASHBOARD_TOKEN" if settings.dashboard_token else token
-    host = "127.0.0.1" if args.host in ("127.0.0.1", "localhost") else args.host
+    url = f"http://{args.host}:{args.port}/"
+    # A token made here is shown once, in the URL; one from the environment is not repeated.
+    where = "log in with SIGNQ_DASHBOARD_TOKEN" if settings.dashboard_token else None
     print(
         f"signq dashboard{' (read-only)' if args.read_only else ''}: "
-        f"http://{host}:{args.port}/?token={shown}",
+        + (f"{url} ({where})" if where else f"{url}?token={token}"),
         flush=True,
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

@@ -42,7 +42,6 @@ from worker.dashboard.views import (
     Slow,
     account_rows,
     attempts_by_endpoint,
-    job_ids,
     recent_events,
 )
 from worker.dashboard.views import account as read_account
@@ -327,7 +326,7 @@ class Dashboard:
         def do(form: dict[str, str]) -> str:
             letters = DeadLetters(self.runtime)
             if verb == "retry":
-                ids = job_ids(self.runtime, form.get("ids", ""))
+                ids = form.get("ids", "").replace(",", " ").split()
                 retried = letters.retry(ids or None)
                 return f"{len(retried)} dead letter(s) sent again"
             if verb == "purge":

@@ -206,11 +206,3 @@ def attempts_by_endpoint(runtime: Runtime) -> list[tuple[Any, list[dict[str, Any
         ]
         rows.append((endpoint, failing[:5]))
     return rows
-
-
-def job_ids(runtime: Runtime, raw: str) -> list[str]:
-    """Ids from a form field (space or comma separated)."""
-    return [x for x in raw.replace(",", " ").split() if x]
-
-
-__all__ = ["PAGE", "Slow", "account", "overview", "recent_events", "signatures", "texts"]

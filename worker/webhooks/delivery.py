@@ -225,11 +225,16 @@ class Deliveries:
                 ensure_ascii=False,
             )
         endpoint = data.get("endpoint", "")
-        disabled_event = events.make(
-            "webhook.endpoint_disabled",
-            "",
-            endpoint=endpoint,
-            reason="failing for longer than the disable period",
+        # Published only if this failure disables the endpoint: made only for failures.
+        disabled_event = (
+            events.make(
+                "webhook.endpoint_disabled",
+                "",
+                endpoint=endpoint,
+                reason="failing for longer than the disable period",
+            )
+            if outcome in ("retry", "dead")
+            else ""
         )
         result, nxt, disabled = texts(
             self.store.script("wh_settle")(

@@ -98,22 +98,17 @@ class Endpoints:
         return self.require(endpoint_id), secret
 
     def get(self, endpoint_id: str) -> Endpoint | None:
-        """An endpoint, or None."""
-        data = fields(self.store.redis.hgetall(self.keys.webhook(endpoint_id)))
-        if not data:
-            return None
-        return Endpoint(
-            id=endpoint_id,
-            url=data["url"],
-            types=json.loads(data.get("types") or "[]"),
-            accounts=json.loads(data.get("accounts") or "[]"),
-            enabled=data.get("enabled") == "1",
-            created_at=int(data.get("created_at") or 0),
-            failing_since=int(data["failing_since"]) if data.get("failing_since") else None,
-            disabled_reason=data.get("disabled_reason", ""),
-            dead=int(self.store.redis.zcard(self.keys.wh_dead(endpoint_id))),
-            sealed_secret=data.get("secret", ""),
-        )
+        """An endpoint, or None (one round trip)."""
+        return self._read([endpoint_id])[0]
+
+    def _read(self, ids: list[str]) -> list[Endpoint | None]:
+        """Endpoints by id with their dead-delivery counts, in one pipelined read."""
+        pipe = self.store.redis.pipeline(transaction=False)
+        for endpoint_id in ids:
+            pipe.hgetall(self.keys.webhook(endpoint_id))
+            pipe.zcard(self.keys.wh_dead(endpoint_id))
+        replies = iter(pipe.execute())
+        return [_endpoint(i, fields(next(replies)), int(next(replies))) for i in ids]
 
     def require(self, endpoint_id: str) -> Endpoint:
         """An endpoint, or WebhookError naming the id."""
@@ -124,7 +119,7 @@ class Endpoints:
 
     def list(self) -> list[Endpoint]:
         """Every endpoint, oldest first."""
-        found = (self.get(i) for i in texts(self.store.redis.smembers(self.keys.webhooks())))
+        found = self._read(texts(self.store.redis.smembers(self.keys.webhooks())))
         return sorted((e for e in found if e is not None), key=lambda e: (e.created_at, e.id))
 
     def secret(self, endpoint: Endpoint) -> str:
@@ -157,3 +152,21 @@ class Endpoints:
             self.keys.wh_attempts(endpoint_id),
         )
         pipe.execute()
+
+
+def _endpoint(endpoint_id: str, data: dict[str, str], dead: int) -> Endpoint | None:
+    """An endpoint from its hash (None when there is none)."""
+    if not data:
+        return None
+    return Endpoint(
+        id=endpoint_id,
+        url=data["url"],
+        types=json.loads(data.get("types") or "[]"),
+        accounts=json.loads(data.get("accounts") or "[]"),
+        enabled=data.get("enabled") == "1",
+        created_at=int(data.get("created_at") or 0),
+        failing_since=int(data["failing_since"]) if data.get("failing_since") else None,
+        disabled_reason=data.get("disabled_reason", ""),
+        dead=dead,
+        sealed_secret=data.get("secret", ""),
+    )
