@@ -99,6 +99,11 @@ def test_work_resumes_on_the_promoted_replica_by_itself(
         with in_process(settings, threads=4, scheduler="failover") as running:
             rt = running.runtime
             accounts = register_tenants(rt, admin, 6, "ha")
+            # The accounts are the test's premise, not its subject: made long before a real
+            # failover. WAIT until the replica holds them, so only the load races the kill
+            # (on a loaded machine the replica can lag more than the sleep below).
+            copied = rt.store.redis.execute_command("WAIT", 1, 10_000)
+            assert int(copied) == 1, "the replica did not acknowledge the accounts"
             before = [rt.jobs.query(a, 800_000 + i).job_id for i in range(5) for a in accounts]
             time.sleep(0.3)  # part of the load in flight when the primary dies
             primary_proc.kill()
