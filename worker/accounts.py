@@ -238,7 +238,7 @@ class Accounts:
         with self.store.redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
-                    pipe.watch(key)  # type: ignore[no-untyped-call]  # redis-py's typing gap
+                    pipe.watch(key)  # type: ignore[no-untyped-call,unused-ignore]  # redis-py's typing gap
                     current = pipe.hget(key, "secret")
                     if current is None:
                         return

@@ -18,7 +18,7 @@ def redis_client(settings: Settings, *, decode: bool = True) -> redis.Redis:
     """A client of the state Redis (its primary, when behind sentinels)."""
     if settings.redis_sentinels:
         sentinel = _sentinel(settings.redis_sentinels)
-        client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call,unused-ignore]
             settings.redis_master,
             decode_responses=decode,
             health_check_interval=30,
@@ -58,7 +58,7 @@ def _auth(url: str) -> dict[str, Any]:
 @lru_cache(maxsize=8)
 def _sentinel(sentinels: str) -> Sentinel:
     """One Sentinel client per process and sentinel list (it keeps its connections)."""
-    return Sentinel(  # type: ignore[no-untyped-call]  # redis-py types this loosely
+    return Sentinel(  # type: ignore[no-untyped-call,unused-ignore]  # redis-py types this loosely
         sentinel_addresses(sentinels),
         socket_timeout=2,
         socket_connect_timeout=2,
