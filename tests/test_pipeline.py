@@ -238,6 +238,14 @@ def test_an_unconfirmed_create_never_holds_its_account(system: System) -> None:
     assert system.state(waiting) == "pending_audit"
     assert system.state(job) == "unconfirmed"
     assert not system.runtime.accounts.require(account).blocked
+    # The accepted probe is the proof that ends probe mode, and its record keeps nothing of the
+    # wait: the outcome's writes (one HSET, one HDEL) leave no stale field behind.
+    store = system.runtime.store
+    assert store.redis.hget(store.keys.account(account), "probing") is None
+    record = system.runtime.jobs.require(waiting)
+    assert (record.waiting_for, record.error, record.attempts) == (None, None, 2)
+    assert store.redis.hmget(store.keys.job(waiting), "uncertain", "run_at") == [None, None]
+    assert store.redis.lrange(store.keys.parked(account), 0, -1) == []
 
 
 def test_uncertain_modify_that_took_effect_is_pending(system: System) -> None:

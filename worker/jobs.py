@@ -116,11 +116,10 @@ class Jobs:
     def _submit_many(self, specs: Sequence[JobSpec]) -> list[Submitted | Exception]:
         prepared: list[tuple[JobSpec, dict[str, Any]] | Exception] = []
         images: dict[str, bytes] = {}
-        known = self._existing_accounts({spec.account for spec in specs})
         context = json.dumps(tracing.carrier()) if tracing.enabled() else ""
         for spec in specs:
             try:
-                payload = self._prepare(spec, known)
+                payload = self._prepare(spec)
             except (ValidationError, JobError) as exc:
                 prepared.append(exc)
                 continue
@@ -179,19 +178,11 @@ class Jobs:
             parked.inc()
         return Submitted(payload["id"], outcome, duplicate=False)
 
-    def _existing_accounts(self, names: set[str]) -> set[str]:
-        ordered = sorted(names)
-        pipe = self.store.redis.pipeline(transaction=False)
-        for name in ordered:
-            pipe.exists(self.keys.account(name))
-        return {name for name, found in zip(ordered, pipe.execute(), strict=True) if found}
-
-    def _prepare(self, spec: JobSpec, known: set[str]) -> dict[str, Any]:
-        """Check a spec and build the submit script's argument."""
+    def _prepare(self, spec: JobSpec) -> dict[str, Any]:
+        """Check a spec and build the submit script's argument (the script checks that the
+        account exists, in the same step that accepts the job)."""
         if spec.op not in OPERATIONS:
             raise JobError(f"op must be one of {', '.join(OPERATIONS)}, got {spec.op!r}")
-        if spec.account not in known:
-            raise JobError(f"account: no account named {spec.account!r}")
         key = _check_key(spec.key)
         fields: dict[str, Any] = {"op": spec.op, "account": spec.account}
         content = ""

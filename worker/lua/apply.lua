@@ -1,41 +1,52 @@
 -- Apply one state change to a job atomically, compare-and-set on its state, with everything
 -- that goes with it: gate release and hand-off, account pause/block, tracking, the outbox,
 -- events. ARGV[4]: JSON spec (see worker/store.py, Change). Returns {applied, previous state,
--- next job}.
+-- next job}. The job's fields are written in one HSET and one HDEL: each Redis command counts
+-- on the hot path (a submission's outcome is one run of this script).
 local s = cjson.decode(ARGV[4])
 local id = s.id
 local jk = K.job(id)
-local state = redis.call('HGET', jk, 'state')
+local current = redis.call('HMGET', jk, 'state', 'account')
+local state, account = current[1], current[2]
 if not state then return {0, '', ''} end
 if s.from then
   local ok = false
   for _, f in ipairs(s.from) do if f == state then ok = true end end
   if not ok then return {0, state, ''} end
 end
-local account = redis.call('HGET', jk, 'account')
+local sets, dels = {}, {}
+for k, v in pairs(s.set or {}) do
+  if v == cjson.null or v == '' then dels[#dels + 1] = k
+  else
+    sets[#sets + 1] = k
+    sets[#sets + 1] = tostring(v)
+  end
+end
+if s.retry_in then
+  sets[#sets + 1] = 'run_at'
+  sets[#sets + 1] = NOW + s.retry_in
+end
 if s.to then
-  set_state(id, state, s.to)
+  set_state(id, state, s.to, sets)
   -- Only a job waiting for a message belongs in the outbox (a run's start took it out); a
   -- retry re-enters it below.
   if s.to ~= 'queued' and (state == 'queued' or state == 'parked') then
     redis.call('ZREM', K.outbox(), id)
   end
-end
-if s.set then
-  for k, v in pairs(s.set) do
-    if v == cjson.null or v == '' then redis.call('HDEL', jk, k)
-    else redis.call('HSET', jk, k, tostring(v)) end
-  end
+elseif #sets > 0 then
+  redis.call('HSET', jk, unpack(sets))
 end
 if s.retry_in then
   -- A retry later: its message is delayed in a worker's memory, and the outbox owns the job in
   -- case that memory is lost.
-  redis.call('HSET', jk, 'run_at', NOW + s.retry_in)
   outbox(id, NOW + s.retry_in + GRACE)
 end
+if #dels > 0 then redis.call('HDEL', jk, unpack(dels)) end
 if s.stamp then redis.call('HSETNX', jk, s.stamp, NOW) end
 if s.lease_clear then redis.call('ZREM', K.inflight(), id) end
-if s.unpark then
+-- A running job is in no parked FIFO and no paused account's waiting set (it left them to
+-- run), so only a job settled from elsewhere is looked for there.
+if s.unpark and state ~= 'submitting' then
   redis.call('LREM', K.parked(account), 0, id)
   redis.call('SREM', K.waiting(account), id)
 end
@@ -54,10 +65,11 @@ if s.block then
   local delay = math.min(s.block.max_ms, s.block.initial_ms * 2 ^ (probes - 1))
   redis.call('ZADD', K.probes(), NOW + delay, account)
 end
+local flags = {false, false}
+if s.unblock or s.proof then flags = redis.call('HMGET', acc, 'blocked', 'probing') end
 -- Only the blocked head's own success clears the block: a create confirmed or adopted meanwhile
 -- is not the job being probed.
-if s.unblock and redis.call('HGET', acc, 'blocked') == '1'
-    and redis.call('GET', K.gate(account)) == id then
+if s.unblock and flags[1] == '1' and redis.call('GET', K.gate(account)) == id then
   redis.call('HSET', acc, 'blocked', '0', 'probes', 0)
   redis.call('ZREM', K.probes(), account)
   publish(s.unblock)
@@ -66,7 +78,9 @@ end
 -- 50103 proves nothing about anyone else's submission until the API accepts one of the
 -- account's submissions (the proof that nothing is pending then).
 if s.probing then redis.call('HSET', acc, 'probing', '1') end
-if s.proof and state == 'submitting' then redis.call('HDEL', acc, 'probing') end
+if s.proof and state == 'submitting' and (flags[2] or s.probing) then
+  redis.call('HDEL', acc, 'probing')
+end
 local nxt = false
 if s.release then nxt = release(account, id) end
 if s.track then

@@ -15,13 +15,17 @@ local function hgetall(key)
   return t
 end
 
-local function set_state(id, old, new)
+-- A job's state (and, in the same HSET, any ``extra`` field-value pairs the caller writes).
+local function set_state(id, old, new, extra)
   local jk = K.job(id)
-  if old == new then
-    redis.call('HSET', jk, 'updated_at', NOW)
-    return
+  local args = {'updated_at', NOW}
+  if old ~= new then
+    args[3] = 'state'
+    args[4] = new
   end
-  redis.call('HSET', jk, 'state', new, 'updated_at', NOW)
+  for _, v in ipairs(extra or {}) do args[#args + 1] = v end
+  redis.call('HSET', jk, unpack(args))
+  if old == new then return end
   if old then redis.call('ZREM', K.jobs_by_state(old), id) end
   redis.call('ZADD', K.jobs_by_state(new), NOW, id)
   -- An account's unconfirmed creates, for a callback or a late answer to settle by sign id.

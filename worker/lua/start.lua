@@ -11,8 +11,11 @@ if TERMINAL[state] or state == 'pending_audit' or state == 'unconfirmed' or job.
   redis.call('ZREM', K.outbox(), id)
   return {'settled', state}
 end
-local lease = redis.call('ZSCORE', K.inflight(), id)
-if lease and tonumber(lease) > NOW then return {'busy'} end
+-- Only a running job holds a lease: every way out of 'submitting' clears it.
+if state == 'submitting' then
+  local lease = redis.call('ZSCORE', K.inflight(), id)
+  if lease and tonumber(lease) > NOW then return {'busy'} end
+end
 if state == 'parked' and job.waiting_for == 'gate' then return {'parked'} end
 -- A second message for a job rescheduled to later (the outbox's, or a redelivery) is dropped:
 -- the outbox entry at the job's due time owns it. A second of slack for hosts' clocks.
@@ -22,14 +25,12 @@ local account = hgetall(K.account(job.account))
 if not account.app_key then return {'no_account'} end
 if account.status == 'paused' then
   redis.call('SADD', K.waiting(job.account), id)
-  set_state(id, state, 'parked')
-  redis.call('HSET', jk, 'waiting_for', 'account_paused')
+  set_state(id, state, 'parked', {'waiting_for', 'account_paused'})
   redis.call('ZREM', K.inflight(), id)
   return {'paused'}
 end
 if job.gate == '1' and acquire_or_park(job.account, id, 0, false) ~= 'acquired' then
-  set_state(id, state, 'parked')
-  redis.call('HSET', jk, 'waiting_for', 'gate')
+  set_state(id, state, 'parked', {'waiting_for', 'gate'})
   return {'parked'}
 end
 
@@ -41,9 +42,8 @@ if wait > 0 then
 end
 
 redis.call('ZADD', K.inflight(), NOW + tonumber(ARGV[5]), id)
-redis.call('HINCRBY', jk, 'attempts', 1)
-redis.call('HSET', jk, 'attempt_at', NOW)
 if job.run_at then redis.call('HDEL', jk, 'run_at') end
-set_state(id, state, 'submitting')
+local attempts = (tonumber(job.attempts) or 0) + 1
+set_state(id, state, 'submitting', {'attempts', attempts, 'attempt_at', NOW})
 return {'run', state, account.app_key, account.secret or '', cjson.encode(job), tostring(NOW),
         account.probing or ''}
