@@ -380,6 +380,11 @@ def chaos_env(redis_url: str, prefix: str, api_url: str, **extra: str) -> dict[s
     return env
 
 
+def broker_env(broker: dict[str, str]) -> dict[str, str]:
+    """The ``broker`` fixture's settings overrides as the environment of signq's processes."""
+    return {f"SIGNQ_{key.upper()}": value for key, value in broker.items()}
+
+
 @contextmanager
 def scenario(
     tmp_path: Path, *, aof: bool = True, emulator_seed: int = 7, **extra_env: str

@@ -5,16 +5,19 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tests.chaos.harness import FINAL, check_invariants, scenario
+from tests.chaos.harness import FINAL, broker_env, check_invariants, scenario
 
 OUTAGE_SECONDS = 30
 
 
-def test_an_api_that_refuses_then_hangs_stalls_no_account_for_good(tmp_path: Path) -> None:
+def test_an_api_that_refuses_then_hangs_stalls_no_account_for_good(
+    tmp_path: Path, broker: dict[str, str]
+) -> None:
     """Refused connections are certain failures: jobs wait on back-off and go through once the
     API is back, none unconfirmed. A hanging API leaves at most each account's create in
-    flight undecided; the account's other jobs wait, certain, and go through after it."""
-    with scenario(tmp_path) as world:
+    flight undecided; the account's other jobs wait, certain, and go through after it.
+    On each job broker."""
+    with scenario(tmp_path, **broker_env(broker)) as world:
         refused_accounts = world.add_tenants(5)
         hung_accounts = world.add_tenants(5)
         world.processes.worker()

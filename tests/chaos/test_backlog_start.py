@@ -7,14 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.harness import check_invariants, scenario
+from tests.chaos.harness import broker_env, check_invariants, scenario
 
 
 @pytest.mark.parametrize("start", range(3))
-def test_a_worker_started_on_a_backlog_dead_letters_nothing(tmp_path: Path, start: int) -> None:
+def test_a_worker_started_on_a_backlog_dead_letters_nothing(
+    tmp_path: Path, start: int, broker: dict[str, str]
+) -> None:
     """Creates on many accounts, with polls and a reap due, all waiting when a worker with
-    eight threads starts: its first messages race, and none is dead-lettered."""
-    with scenario(tmp_path) as world:
+    eight threads starts: its first messages race, and none is dead-lettered. On each job broker."""
+    with scenario(tmp_path, **broker_env(broker)) as world:
         accounts = world.add_tenants(12)
         world.processes.start("scheduler", "scheduler")
         world.processes.worker("worker", threads=2)

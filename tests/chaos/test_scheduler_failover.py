@@ -6,13 +6,15 @@ import json
 import time
 from pathlib import Path
 
-from tests.chaos.harness import check_invariants, scenario
+from tests.chaos.harness import broker_env, check_invariants, scenario
 
 
-def test_a_standby_scheduler_takes_over_within_the_lease(tmp_path: Path) -> None:
+def test_a_standby_scheduler_takes_over_within_the_lease(
+    tmp_path: Path, broker: dict[str, str]
+) -> None:
     """SIGKILL the leading scheduler: the standby ticks within the lease TTL (plus one tick),
-    and the audits it polls resolve."""
-    with scenario(tmp_path) as world:
+    and the audits it polls resolve. On each job broker."""
+    with scenario(tmp_path, **broker_env(broker)) as world:
         accounts = world.add_tenants(10)
         world.processes.worker("worker", threads=4)
         world.processes.start("sched-1", "scheduler", "--node", "sched-1")

@@ -9,6 +9,7 @@ import pytest
 from tests.chaos.harness import (
     AUDIT_SECONDS,
     STORM_FAULTS,
+    broker_env,
     check_invariants,
     scenario,
     start_callbacks,
@@ -16,12 +17,15 @@ from tests.chaos.harness import (
 
 
 @pytest.mark.parametrize("callbacks", [False, True], ids=["polling", "callbacks"])
-def test_a_fault_storm_loses_nothing_and_stalls_no_account(tmp_path: Path, callbacks: bool) -> None:
+def test_a_fault_storm_loses_nothing_and_stalls_no_account(
+    tmp_path: Path, callbacks: bool, broker: dict[str, str]
+) -> None:
     """20 % 500s before the effect and 5 % after, 3 % stalls and 3 % slow answers past the
     client's timeout, 2 % dropped connections, 5 % 429s: every job ends, no create is
     duplicated, no 50103 is unprovoked, no gate stays held. With callbacks every unconfirmed
-    create is adopted; without them, each unconfirmed one did reach the API and holds nothing."""
-    with scenario(tmp_path) as world:
+    create is adopted; without them, each unconfirmed one did reach the API and holds nothing.
+    On each job broker."""
+    with scenario(tmp_path, **broker_env(broker)) as world:
         if callbacks:
             start_callbacks(world)
         accounts = world.add_tenants(100, callbacks=callbacks)

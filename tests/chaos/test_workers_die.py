@@ -6,7 +6,7 @@ import signal
 import time
 from pathlib import Path
 
-from tests.chaos.harness import check_invariants, scenario
+from tests.chaos.harness import broker_env, check_invariants, scenario
 
 # Longer than the lease (4 s) and the heartbeat timeout (5 s): the reaper re-sends the frozen
 # worker's jobs and Dramatiq requeues its messages before it wakes up.
@@ -19,8 +19,7 @@ def test_killed_frozen_and_stopped_workers_lose_and_duplicate_nothing(
     """SIGKILL a worker three times mid-run, freeze another past its lease, SIGTERM one
     mid-run: every job ends, no create is made twice, a frozen worker's late answers settle
     their jobs, and no message is dead-lettered. On each job broker."""
-    env = {f"SIGNQ_{k.upper()}": v for k, v in broker.items()}
-    with scenario(tmp_path, **env) as world:
+    with scenario(tmp_path, **broker_env(broker)) as world:
         accounts = world.add_tenants(30)
         # Creates take a while, so that every signal finds some in flight.
         world.admin.set_faults(
