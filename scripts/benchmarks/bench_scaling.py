@@ -1,6 +1,6 @@
 """Scaling: the latency-bound load (100 ms API) through 1, 2 and 4 `signq worker` processes of
-8 threads, on each job broker; jobs/s, CPU per job, and the state Redis's cost per job, from
-which the rate at which one Redis core is full follows."""
+8 threads, on each job broker; jobs/s, CPU per job, the state Redis's cost per job (from which
+the rate at which one Redis core is full follows) and, on RabbitMQ, the broker's own CPU."""
 
 from __future__ import annotations
 
@@ -48,6 +48,26 @@ def _tree_cpu(root: int) -> float:
     return sum(c for c in (cpu_seconds(p) for p in pids) if not math.isnan(c))
 
 
+def _rabbitmq_pid() -> int | None:
+    """The RabbitMQ server's Erlang VM on this machine, if one runs here and /proc shows it."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"beam.smp") and any(b"rabbit" in arg for arg in argv):
+            return int(cmdline.parent.name)
+    return None
+
+
+def _idle_rate(pid: int, seconds: float = 2.0) -> float:
+    """CPU seconds per second a process spends with no load of ours (RabbitMQ's own timers and
+    statistics), to take out of what a run measures."""
+    before = cpu_seconds(pid)
+    time.sleep(seconds)
+    return (cpu_seconds(pid) - before) / seconds
+
+
 def scaling(bench: Bench) -> None:
     """1, 2 and 4 worker processes on each broker, against the ideal P*T/latency."""
     n = bench.sizes.latency_jobs
@@ -86,8 +106,11 @@ def scaling(bench: Bench) -> None:
                         stderr=subprocess.DEVNULL,
                         start_new_session=True,
                     )
+                    rabbit = _rabbitmq_pid() if url else None
                     try:
                         time.sleep(3)  # the processes start and connect
+                        rabbit_idle = _idle_rate(rabbit) if rabbit else 0.0
+                        rabbit_before = cpu_seconds(rabbit) if rabbit else 0.0
                         redis_pid = int(rt.store.redis.info("server")["process_id"])
                         cpu_before = _tree_cpu(worker.pid)
                         redis_before = cpu_seconds(redis_pid)
@@ -100,7 +123,20 @@ def scaling(bench: Bench) -> None:
                             ]
                         )
                         wait(lambda: count_in(rt, "pending_audit") >= n, 600, "the scaling run")
-                        rate = n / (time.perf_counter() - started)
+                        elapsed = time.perf_counter() - started
+                        rate = n / elapsed
+                        if rabbit:
+                            used = cpu_seconds(rabbit) - rabbit_before - rabbit_idle * elapsed
+                            rabbit_ms = max(0.0, used) / n * 1000
+                            full = f"~{1000 / rabbit_ms:.0f}" if rabbit_ms else "-"
+                            rabbit_note = (
+                                f"; RabbitMQ {rabbit_ms:.2f} CPU ms per job, one core full at "
+                                f"{full} jobs/s (its idle {rabbit_idle * 1000:.0f} ms/s taken out)"
+                            )
+                        elif url:
+                            rabbit_note = "; RabbitMQ's CPU: its process is not visible here"
+                        else:
+                            rabbit_note = ""
                         worker_ms = (_tree_cpu(worker.pid) - cpu_before) / n * 1000
                         redis_ms = (cpu_seconds(redis_pid) - redis_before) / n * 1000
                         per_job = (commands(rt.store.redis) - calls_before) / n
@@ -122,6 +158,7 @@ def scaling(bench: Bench) -> None:
                         f"{n} creates, 100 ms API; workers {worker_ms / processes:.1f} CPU ms/job "
                         f"per process ({worker_ms:.1f} in all); Redis {redis_ms:.2f} CPU ms and "
                         f"{per_job:.0f} commands per job: one Redis core full at ~{ceiling:.0f} "
-                        f"jobs/s; {cores} cores here, shared with the emulator and Redis",
+                        f"jobs/s{rabbit_note}; {cores} cores here, shared with the emulator, "
+                        "Redis and RabbitMQ",
                     )
                 )
