@@ -9,10 +9,12 @@ import sys
 import threading
 from collections.abc import Callable
 from io import StringIO
+from urllib.parse import urlsplit
 
 import pytest
 
-from worker import cli
+from tests.conftest import RABBITMQ_URL
+from worker import cli, testing
 from worker.errors import AccountError, EmbeddedRedisError, JobError
 from worker.jsms.errors import ValidationError
 from worker.runtime import Runtime
@@ -205,3 +207,34 @@ def test_an_unreachable_rabbitmq_is_one_line_naming_it(
         "signq: cannot reach RabbitMQ at amqp://guest:***@127.0.0.1:1/%2F "
         "(AMQPConnectionError): check that it is running and that SIGNQ_BROKER_URL points at it\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("user", "vhost", "says"),
+    [
+        ("guest:wrong-password", "%2F", "refused the user or password: check SIGNQ_BROKER_URL"),
+        (
+            "guest:guest",
+            "signq-no-such-vhost",
+            "refused access to the virtual host: check that it exists, that the user may use "
+            "it, and the path of SIGNQ_BROKER_URL (%2F is the default)",
+        ),
+    ],
+    ids=["password", "vhost"],
+)
+def test_a_rabbitmq_that_refuses_names_what_to_check(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    user: str,
+    vhost: str,
+    says: str,
+) -> None:
+    """A RabbitMQ that answers but refuses the login or the virtual host: exit 2, one line that
+    says which (password masked), never "is it running". Against the test run's RabbitMQ."""
+    if not testing.rabbitmq_answers(RABBITMQ_URL):
+        pytest.skip(f"RabbitMQ: nothing answers at {RABBITMQ_URL}; this test did not run")
+    address = urlsplit(RABBITMQ_URL).netloc.rpartition("@")[2]
+    monkeypatch.setenv("SIGNQ_BROKER_URL", f"amqp://{user}@{address}/{vhost}")
+    assert cli.main(["status"]) == 2
+    masked = f"amqp://guest:***@{address}/{vhost}"
+    assert capsys.readouterr().err == f"signq: RabbitMQ at {masked} {says}\n"

@@ -59,8 +59,17 @@ def service_problem(exc: Exception, settings: Settings | None) -> str | None:
         return redis_problem(exc, settings)
     if settings is None or not type(exc).__module__.startswith("pika"):
         return None
+    where = masked_url(settings.broker_url)
+    kind = type(exc).__name__
+    if kind == "ProbableAuthenticationError":
+        return f"RabbitMQ at {where} refused the user or password: check SIGNQ_BROKER_URL"
+    if kind == "ProbableAccessDeniedError":
+        return (
+            f"RabbitMQ at {where} refused access to the virtual host: check that it exists, "
+            "that the user may use it, and the path of SIGNQ_BROKER_URL (%2F is the default)"
+        )
     return (
-        f"cannot reach RabbitMQ at {masked_url(settings.broker_url)} ({type(exc).__name__}): "
+        f"cannot reach RabbitMQ at {where} ({kind}): "
         "check that it is running and that SIGNQ_BROKER_URL points at it"
     )
 
