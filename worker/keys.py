@@ -1,8 +1,9 @@
 """Every Redis key name signq uses, built in one place for Python and for the Lua scripts.
 
-All keys start with the configured prefix. signq needs a standalone Redis (or a cluster with the
-prefix as a hash tag, e.g. ``{signq}``, so every key lands in one slot): its scripts touch keys
-of one account and of the job they hand the gate to in one atomic step.
+All keys start with the configured prefix. signq needs a standalone Redis primary (Sentinel for
+failover), not a Redis Cluster: its scripts touch keys of one account, of the job they hand the
+gate to and of global indexes in one atomic step, building the names here from the prefix
+rather than declaring them (the README's "Beyond one Redis primary" says what a move needs).
 """
 
 from __future__ import annotations
