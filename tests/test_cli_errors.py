@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -12,6 +13,7 @@ from io import StringIO
 from urllib.parse import urlsplit
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from tests.conftest import RABBITMQ_URL
 from worker import cli, testing
@@ -238,3 +240,70 @@ def test_a_rabbitmq_that_refuses_names_what_to_check(
     assert cli.main(["status"]) == 2
     masked = f"amqp://guest:***@{address}/{vhost}"
     assert capsys.readouterr().err == f"signq: RabbitMQ at {masked} {says}\n"
+
+
+def test_sentinels_that_do_not_answer_are_one_line_naming_them(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], redis_url: str
+) -> None:
+    """SIGNQ_REDIS_SENTINELS at a closed port, then at a Redis that is no sentinel: exit 2, one
+    line naming the sentinels and the primary's name, without redis-py's client repr."""
+    monkeypatch.setenv("SIGNQ_REDIS_MASTER", "mymaster")
+    not_a_sentinel = urlsplit(redis_url).netloc.rpartition("@")[2]
+    for sentinels, cause in [
+        ("127.0.0.1:1", "Connection refused"),
+        (not_a_sentinel, "unknown command 'SENTINEL'"),
+    ]:
+        monkeypatch.setenv("SIGNQ_REDIS_SENTINELS", sentinels)
+        assert cli.main(["status"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(
+            f"signq: no Redis primary named 'mymaster' from the sentinels at {sentinels} ("
+        ), err
+        assert cause in err
+        assert err.endswith(
+            "check that they run and SIGNQ_REDIS_SENTINELS and SIGNQ_REDIS_MASTER\n"
+        )
+        assert "<redis." not in err
+        assert err.count("\n") == 1
+
+
+def test_a_primary_the_sentinels_name_but_that_does_not_answer_is_named() -> None:
+    """The sentinels answer, the primary they name does not: the line says so, not 'no primary'."""
+    settings = Settings(redis_sentinels="127.0.0.1:26379", redis_master="mymaster")
+    exc = RedisConnectionError("Error 111 connecting to 127.0.0.1:6380. Connection refused.")
+    assert cli.redis_problem(exc, settings) == (
+        "cannot reach the Redis primary 'mymaster' the sentinels at 127.0.0.1:26379 name "
+        "(Connection refused): check that it is running"
+    )
+
+
+@pytest.mark.parametrize("command", ["dashboard", "callbacks", "emulator"])
+def test_a_server_port_in_use_or_out_of_range_is_one_line(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A port another server holds: exit 2 and one line naming the address, before anything is
+    printed as if serving; a port out of range is refused by the parser."""
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        assert cli.main([command, "--port", str(port)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        f"signq: cannot listen on 127.0.0.1:{port}: Address already in use; "
+        "choose another --host or --port\n"
+    )
+    with pytest.raises(SystemExit) as refused:
+        cli.main([command, "--port", "70000"])
+    assert refused.value.code == 2
+    assert "--port: must be 0-65535 (0: a free port), got 70000" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--processes", "--threads"])
+def test_a_worker_with_no_processes_or_threads_is_refused(
+    flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`signq worker --threads 0` would start a worker that never takes a message: refused."""
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["worker", flag, "0"])
+    assert refused.value.code == 2
+    assert f"argument {flag}: must be at least 1, got 0" in capsys.readouterr().err

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from redis.exceptions import AuthenticationError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.sentinel import MasterNotFoundError
 
 from worker.cli.common import CliError, Handler
 from worker.cli.parser import build_parser
@@ -76,9 +77,20 @@ def service_problem(exc: Exception, settings: Settings | None) -> str | None:
 
 def redis_problem(exc: RedisError, settings: Settings | None) -> str:
     """One line for a person: which Redis, what went wrong, what to check."""
+    if settings and settings.redis_sentinels and isinstance(exc, MasterNotFoundError):
+        return (
+            f"no Redis primary named {settings.redis_master!r} from the sentinels at "
+            f"{settings.redis_sentinels} ({_detail(exc)}): check that they run and "
+            "SIGNQ_REDIS_SENTINELS and SIGNQ_REDIS_MASTER"
+        )
+    if settings and settings.redis_sentinels and isinstance(exc, RedisConnectionError):
+        return (
+            f"cannot reach the Redis primary {settings.redis_master!r} the sentinels at "
+            f"{settings.redis_sentinels} name ({_detail(exc)}): check that it is running"
+        )
     where = masked_url(settings.redis_url) if settings else "SIGNQ_REDIS_URL"
     if isinstance(exc, RedisConnectionError | RedisTimeoutError):
-        detail = str(exc).split(". ")[-1].rstrip(".") or type(exc).__name__
+        detail = _detail(exc)
         return (
             f"cannot reach Redis at {where} ({detail}): check that it is running and "
             "that SIGNQ_REDIS_URL points at it"
@@ -86,3 +98,12 @@ def redis_problem(exc: RedisError, settings: Settings | None) -> str:
     if isinstance(exc, AuthenticationError):
         return f"Redis at {where} refused the password: check SIGNQ_REDIS_URL"
     return f"Redis at {where} answered an error: {exc}"
+
+
+def _detail(exc: RedisError) -> str:
+    """The cause in a few words: redis-py's messages can hold a whole client's repr (a
+    sentinel's "No master found ... : <Redis<ConnectionPool...>> - cause"); only the cause."""
+    text = str(exc)
+    if " - " in text and "<redis." in text:
+        text = text.rsplit(" - ", 1)[1]
+    return text.split(". ")[-1].strip().rstrip(".")[:160] or type(exc).__name__
