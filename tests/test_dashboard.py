@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -286,18 +287,16 @@ def test_mounted_in_another_app_its_links_and_login_follow_the_mount(
 
 
 def test_the_dashboard_command_serves_with_a_printed_token(redis_url: str) -> None:
-    """`signq dashboard --port N` (the entry point's smoke test): the printed URL logs in,
-    the bare URL is refused."""
+    """`signq dashboard --port 0` (the entry point's smoke test): the printed URL names the
+    free port it listens on and logs in, the bare URL is refused."""
+    import re  # noqa: PLC0415
     import subprocess  # noqa: PLC0415
     import sys  # noqa: PLC0415
 
-    from worker.net import free_port  # noqa: PLC0415
-
-    port = free_port()
     env = {**os.environ, "SIGNQ_LOG_LEVEL": "WARNING"}
     env.pop("SIGNQ_DASHBOARD_TOKEN", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "worker", "dashboard", "--port", str(port)],
+        [sys.executable, "-m", "worker", "dashboard", "--port", "0"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -306,7 +305,11 @@ def test_the_dashboard_command_serves_with_a_printed_token(redis_url: str) -> No
     try:
         assert process.stdout is not None
         line = process.stdout.readline()
-        assert line.startswith(f"signq dashboard: http://127.0.0.1:{port}/?token=")
+        # Port 0: a free port, and the line names the one the server listens on.
+        found = re.match(r"signq dashboard: http://127\.0\.0\.1:(\d+)/\?token=", line)
+        assert found, line
+        port = int(found.group(1))
+        assert port > 0
         url = line.split(": ", 1)[1].strip()
         wait_for(lambda: answers(f"http://127.0.0.1:{port}/login", process), what="the dashboard")
         assert httpx.get(f"http://127.0.0.1:{port}/").status_code == 401
@@ -385,15 +388,22 @@ def test_a_token_from_the_environment_is_not_printed(monkeypatch: pytest.MonkeyP
     comes from, never the token itself."""
     import uvicorn  # noqa: PLC0415
 
+    from worker.net import free_port  # noqa: PLC0415
     from worker.testing import run_cli  # noqa: PLC0415
 
-    served: list[object] = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.append(options))
+    served: list[int] = []
+
+    def run(server: uvicorn.Server, sockets: list[socket.socket]) -> None:
+        served.append(sockets[0].getsockname()[1])
+        sockets[0].close()
+
+    monkeypatch.setattr(uvicorn.Server, "run", run)
     env = {**os.environ, "SIGNQ_DASHBOARD_TOKEN": TOKEN}
-    done = run_cli(["dashboard", "--port", "8123"], env=env)
+    port = free_port()
+    done = run_cli(["dashboard", "--port", str(port)], env=env)
     assert done.returncode == 0
     assert done.stdout == (
-        "signq dashboard: http://127.0.0.1:8123/ (log in with SIGNQ_DASHBOARD_TOKEN)\n"
+        f"signq dashboard: http://127.0.0.1:{port}/ (log in with SIGNQ_DASHBOARD_TOKEN)\n"
     )
     assert TOKEN not in done.stdout
-    assert served == [{"host": "127.0.0.1", "port": 8123, "log_level": "warning"}]
+    assert served == [port]

@@ -15,6 +15,28 @@ import worker.cli.webhooks as webhook_commands
 from worker import __version__
 
 
+def port(value: str) -> int:
+    """A TCP port for a server to listen on: 1-65535, or 0 for a free one."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a port number, got {value!r}") from None
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0-65535 (0: a free port), got {number}")
+    return number
+
+
+def positive(value: str) -> int:
+    """A count of at least one (processes, threads)."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     """All subcommands and their flags."""
     parser = argparse.ArgumentParser(
@@ -25,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     emulator = commands.add_parser("emulator", help="serve the JSMS API emulator")
     emulator.add_argument("--host", default="127.0.0.1")
-    emulator.add_argument("--port", type=int, default=8080)
+    emulator.add_argument("--port", type=port, default=8080, help="0: a free port")
     emulator.add_argument(
         "--account",
         action="append",
@@ -62,12 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     webhook_commands.add_parser(commands)
     dash = commands.add_parser("dashboard", help="serve the operator's dashboard in the browser")
     dash.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
-    dash.add_argument("--port", type=int, default=8090)
+    dash.add_argument("--port", type=port, default=8090, help="0: a free port")
     dash.add_argument("--read-only", action="store_true", help="show everything, change nothing")
     dash.set_defaults(handler=service_commands.dashboard)
     work = commands.add_parser("worker", help="run Dramatiq workers on signq's actors")
-    work.add_argument("--processes", type=int, default=os.cpu_count() or 1)
-    work.add_argument("--threads", type=int, default=8)
+    work.add_argument("--processes", type=positive, default=os.cpu_count() or 1)
+    work.add_argument("--threads", type=positive, default=8)
     work.add_argument("--queues", nargs="*", help="only these queues (default: all)")
     work.set_defaults(handler=service_commands.worker)
 
@@ -84,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve the dashboard while the demo runs (its URL, with the token, is printed)",
     )
-    demo.add_argument("--dashboard-port", type=int, default=0, help="default: a free port")
+    demo.add_argument("--dashboard-port", type=port, default=0, help="default: a free port")
     demo.add_argument(
         "--fake-redis",
         action="store_true",
@@ -199,7 +221,7 @@ def _tracking_parsers(commands: Any) -> None:
 
     callbacks = commands.add_parser("callbacks", help="serve the audit-result callback receiver")
     callbacks.add_argument("--host", default="127.0.0.1")
-    callbacks.add_argument("--port", type=int, default=8081)
+    callbacks.add_argument("--port", type=port, default=8081, help="0: a free port")
     callbacks.set_defaults(handler=service_commands.callbacks)
 
     cleanup = commands.add_parser("cleanup", help="delete tracked signatures nobody uses")

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
+from typing import Any
 
 from worker.cli.accounts import unreadable_problem
 from worker.cli.common import CliError, runtime
+from worker.net import listen
 from worker.settings import Settings
 
 
@@ -73,7 +76,6 @@ def scheduler(args: argparse.Namespace, settings: Settings) -> int:
 
 def callbacks(args: argparse.Namespace, settings: Settings) -> int:
     """`signq callbacks`: serve the audit-result receiver."""
-    import uvicorn  # noqa: PLC0415
 
     from worker.callbacks import build_app  # noqa: PLC0415
 
@@ -82,20 +84,16 @@ def callbacks(args: argparse.Namespace, settings: Settings) -> int:
         from prometheus_client import start_http_server  # noqa: PLC0415
 
         start_http_server(settings.metrics_port, addr=settings.metrics_host)
-    uvicorn.run(
-        build_app(runtime(settings)),
-        host=args.host,
-        port=args.port,
-        log_config=None,
-        access_log=False,
-    )
+    sock = _listen(args.host, args.port)
+    print(f"signq callbacks: listening at {_url(sock)}", file=sys.stderr, flush=True)
+    _serve(build_app(runtime(settings)), sock, log_config=None, access_log=False)
     return 0
 
 
 def emulator(args: argparse.Namespace, settings: Settings) -> int:
     """`signq emulator`: serve the JSMS API emulator in the foreground."""
     from worker.emulator import AuditRules, Emulator, EmulatorConfig  # noqa: PLC0415
-    from worker.emulator.server import load_accounts, serve  # noqa: PLC0415
+    from worker.emulator.server import load_accounts  # noqa: PLC0415
 
     token = args.admin_token_file.read_text().strip() if args.admin_token_file else None
     emulator = Emulator(
@@ -129,12 +127,13 @@ def emulator(args: argparse.Namespace, settings: Settings) -> int:
             str(spec["master_secret"]),
             callback_url=str(spec["callback_url"]) if spec.get("callback_url") else None,
         )
+    sock = _listen(args.host, args.port)
     print(
-        f"signq emulator: API at http://{args.host}:{args.port}/v1, "
-        f"admin at /_emulator, {len(specs)} account(s)",
+        f"signq emulator: API at {_url(sock)}v1, admin at /_emulator, {len(specs)} account(s)",
         file=sys.stderr,
+        flush=True,
     )
-    serve(emulator, args.host, args.port)
+    _serve(emulator, sock, log_level="info", lifespan="on")
     return 0
 
 
@@ -167,13 +166,12 @@ def dashboard(args: argparse.Namespace, settings: Settings) -> int:
     """`signq dashboard`: the operator's dashboard, on 127.0.0.1 unless told otherwise."""
     import secrets  # noqa: PLC0415
 
-    import uvicorn  # noqa: PLC0415
-
     from worker.dashboard import build_app  # noqa: PLC0415
 
     token = settings.dashboard_token or secrets.token_urlsafe(24)
     app = build_app(runtime(settings), token, read_only=args.read_only)
-    url = f"http://{args.host}:{args.port}/"
+    sock = _listen(args.host, args.port)
+    url = _url(sock)
     # A token made here is shown once, in the URL; one from the environment is not repeated.
     where = "log in with SIGNQ_DASHBOARD_TOKEN" if settings.dashboard_token else None
     print(
@@ -181,5 +179,30 @@ def dashboard(args: argparse.Namespace, settings: Settings) -> int:
         + (f"{url} ({where})" if where else f"{url}?token={token}"),
         flush=True,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    _serve(app, sock, log_level="warning")
     return 0
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The server's socket, bound before anything is printed: a port in use or a host that
+    does not resolve is one line naming it."""
+    try:
+        return listen(host, port)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise CliError(
+            f"cannot listen on {host}:{port}: {reason}; choose another --host or --port"
+        ) from None
+
+
+def _url(sock: socket.socket) -> str:
+    """Where a bound socket is reached (the real port when 0 was asked for)."""
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def _serve(app: Any, sock: socket.socket, **config: Any) -> None:
+    """Serve an ASGI app with uvicorn on a socket bound already."""
+    import uvicorn  # noqa: PLC0415
+
+    uvicorn.Server(uvicorn.Config(app, **config)).run(sockets=[sock])

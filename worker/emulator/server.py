@@ -163,8 +163,3 @@ def load_accounts(path: Path) -> list[dict[str, Any]]:
         if not row.get("app_key") or not row.get("master_secret"):
             raise ValueError(f"{path}:{number}: app_key and master_secret are required")
     return [{k: v for k, v in row.items() if v} for row in rows]
-
-
-def serve(emulator: Emulator, host: str, port: int) -> None:
-    """Serve in the foreground until interrupted."""
-    uvicorn.run(emulator, host=host, port=port, log_level="info", lifespan="on")
