@@ -407,3 +407,34 @@ def test_a_token_from_the_environment_is_not_printed(monkeypatch: pytest.MonkeyP
     )
     assert TOKEN not in done.stdout
     assert served == [port]
+
+
+def test_the_live_event_stream_resumes_after_the_last_event_a_browser_had(
+    dash: tuple[System, str],
+) -> None:
+    """A browser's EventSource reconnects with Last-Event-ID: the stream sends what came after
+    that id (nothing is lost across a reconnect); without one it starts at the end."""
+    from worker import events  # noqa: PLC0415
+
+    system, url = dash
+    redis_, stream = system.runtime.store.redis, system.runtime.store.keys.events()
+    ids = [
+        redis_.xadd(stream, {"event": events.make("job.accepted", "sse", job_id=f"j{n}")})
+        for n in range(3)
+    ]
+
+    def first_event(headers: dict[str, str]) -> str:
+        with httpx.Client(base_url=url, timeout=10) as http:
+            http.post("/login", data={"token": TOKEN})
+            with http.stream("GET", "/events/stream", headers=headers) as reply:
+                for line in reply.iter_lines():
+                    if line.startswith("id: "):
+                        return line[4:]
+                    if line == ": keep-alive":
+                        # Nothing after the start: publish one, the stream must send it.
+                        redis_.xadd(stream, {"event": events.make("job.accepted", "sse")})
+        raise AssertionError("the stream ended without an event")
+
+    assert first_event({"Last-Event-ID": ids[0]}) == ids[1]
+    newest = first_event({})
+    assert newest not in ids  # the backlog is not replayed to a new page

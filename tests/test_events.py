@@ -136,9 +136,50 @@ def test_read_from_an_id_and_follow(stream: tuple[redis.Redis, str]) -> None:
 
     thread = threading.Thread(target=follow)
     thread.start()
-    threading.Timer(0.2, lambda: publish(client, name, "job.accepted", sign_id=3)).start()
-    thread.join(timeout=5)
+    try:
+        # Until the follower has started reading, an entry may come before its "$": publish
+        # until one is seen (bounded), so the test waits on the follower, not on a sleep.
+        for _ in range(50):
+            publish(client, name, "job.accepted", sign_id=3)
+            if stop.wait(0.1):
+                break
+        thread.join(timeout=5)
+    finally:
+        stop.set()
     assert got == [3]
+
+
+def test_following_from_the_end_never_skips_what_comes_between_reads(
+    stream: tuple[redis.Redis, str],
+) -> None:
+    """Following from ``$`` resolves it once: every blocking read after a timeout asks for what
+    came after the last id seen, never for "new from now", which would drop an entry added
+    between two reads."""
+    client, name = stream
+    publish(client, name, "job.accepted", sign_id=1)
+    tail = client.xrevrange(name, count=1)[0][0]
+    asked: list[str] = []
+    stop = threading.Event()
+
+    class Recording:
+        def xread(self, streams: dict[str, str], **options: object) -> object:
+            asked.append(next(iter(streams.values())))
+            if len(asked) == 3:
+                publish(client, name, "job.accepted", sign_id=2)
+            if len(asked) >= 5:
+                stop.set()
+            return client.xread(streams, **options)
+
+        def __getattr__(self, attribute: str) -> object:
+            return getattr(client, attribute)
+
+    seen = [
+        e.event["sign_id"]
+        for e in events.read(Recording(), name, since="$", follow=True, block_ms=10, stop=stop)  # type: ignore[arg-type]
+    ]
+    assert seen == [2]
+    assert "$" not in asked
+    assert asked[0] == tail
 
 
 def test_events_command_prints_json_lines_and_filters(stream: tuple[redis.Redis, str]) -> None:

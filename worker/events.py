@@ -8,6 +8,7 @@ the change, so an event exists exactly when its change happened.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -114,8 +115,12 @@ def read(
     stop: threading.Event | None = None,
     count: int = 500,
 ) -> Iterator[Entry]:
-    """Entries after ``since`` (``$``: only new ones); with ``follow``, wait for more."""
-    last = since
+    """Entries after ``since`` (``$``: only new ones); with ``follow``, wait for more.
+
+    ``$`` is resolved once, to the stream's last id when reading starts: passed to every
+    blocking read, it would mean "after the last entry now" each time, and an entry added
+    between two reads (after one timed out, before the next began) would never be seen."""
+    last = tail(redis, stream) if since == "$" else since
     while True:
         if follow:
             batch = _streamed(redis.xread({stream: last}, count=count, block=block_ms))
@@ -127,6 +132,16 @@ def read(
             last = batch[-1].id
         elif not follow or (stop is not None and stop.is_set()):
             return
+
+
+def tail(redis: Redis, stream: str) -> str:
+    """The id of the stream's last entry ever added (``0-0`` for a stream not there yet)."""
+    try:
+        info = redis.xinfo_stream(stream)
+    except ResponseError:
+        return "0-0"
+    last = info["last-generated-id"]
+    return last.decode() if isinstance(last, bytes) else str(last)
 
 
 class Consumer:
@@ -208,3 +223,6 @@ class Consumer:
                         )
                         continue
                 self.ack(entry.id)
+
+
+STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")

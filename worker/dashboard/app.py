@@ -50,6 +50,8 @@ from worker.dashboard.views import signatures as read_signatures
 from worker.dashboard.views import unconfirmed as read_unconfirmed
 from worker.dlq import DeadLetters
 from worker.errors import SignqError
+from worker.events import STREAM_ID
+from worker.events import tail as stream_tail
 from worker.jsms.errors import ValidationError
 from worker.records import STATES
 from worker.runtime import Runtime
@@ -286,8 +288,17 @@ class Dashboard:
         account_name = request.query_params.get("account") or None
         stream = self.runtime.store.keys.events()
 
+        # A browser that reconnects sends the id of the last event it had (Last-Event-ID): it
+        # gets what came after it. A new one starts at the stream's end, resolved once (a "$"
+        # re-read after each timed-out read would drop what came between two reads).
+        resume = request.headers.get("last-event-id", "")
+        if STREAM_ID.fullmatch(resume):
+            start = resume
+        else:
+            start = await self.run(stream_tail, self.runtime.store.redis, stream)
+
         async def feed() -> AsyncIterator[str]:
-            last = "$"
+            last = start
             yield ": connected\n\n"
             for _ in range(100_000):  # bounded: a browser reconnects by itself
                 if await request.is_disconnected():
