@@ -135,6 +135,19 @@ def system(emulator_server: EmulatorServer, admin: EmulatorAdmin) -> Iterator[An
     delete_prefix(sys_.settings.redis_url, sys_.settings.prefix)
 
 
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    """Whatever a test does to logging (`cli.main` configures it onto the stderr of the moment,
+    which capsys closes after the test), the next test starts from the same handlers: a handler
+    left on a closed stream turned every later log line into a '--- Logging error ---'."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    yield
+    if (root.handlers, root.level) != saved:
+        root.handlers[:], root.level = saved
+        structlog.reset_defaults()
+
+
 @pytest.fixture
 def log_capture(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], io.StringIO]]:
     """Route all logging (structlog and the standard library) as JSON into a buffer at a given
