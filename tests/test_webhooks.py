@@ -400,6 +400,32 @@ def test_a_receiver_helper_sees_each_answer(hooks: System) -> None:
     assert rx.events() == []
 
 
+def test_adding_an_internal_target_warns_that_deliveries_will_be_refused(hooks: System) -> None:
+    """`signq webhooks add http://127.0.0.1/...` without SIGNQ_WEBHOOKS_ALLOW_PRIVATE: added
+    (the workers' setting is the one that counts) with a one-line warning saying why each send
+    will die; with the setting, or for a public address, no warning."""
+    import os  # noqa: PLC0415
+
+    from worker.testing import run_cli  # noqa: PLC0415
+
+    env = {**os.environ, "SIGNQ_PREFIX": hooks.settings.prefix}
+    env.pop("SIGNQ_WEBHOOKS_ALLOW_PRIVATE", None)
+    warned = run_cli(["webhooks", "add", "http://127.0.0.1:9/hook"], env=env)
+    assert warned.returncode == 0
+    assert warned.stderr == (
+        "signq: warning: 127.0.0.1 resolves to an internal address (127.0.0.1); set "
+        "SIGNQ_WEBHOOKS_ALLOW_PRIVATE=1 to allow it — until the workers run with it, every "
+        "delivery to this endpoint is refused and dies\n"
+    )
+    allowed = run_cli(
+        ["webhooks", "add", "http://127.0.0.1:9/hook"],
+        env={**env, "SIGNQ_WEBHOOKS_ALLOW_PRIVATE": "1"},
+    )
+    assert (allowed.returncode, allowed.stderr) == (0, "")
+    public = run_cli(["webhooks", "add", "https://93.184.216.34/hook"], env=env)
+    assert (public.returncode, public.stderr) == (0, "")
+
+
 def test_the_cli_manages_endpoints_and_shows_attempts(hooks: System, tmp_path: object) -> None:
     """`signq webhooks add/list/test/attempts/disable/enable/replay/remove`, in-process: the
     secret is printed once at add and never by list; mistakes are one line and exit 2."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from worker.cli.common import CliError, iso, runtime
@@ -25,7 +26,26 @@ def add(args: argparse.Namespace, settings: Settings) -> int:
     print(f"webhook endpoint {endpoint.id} added for {endpoint.url}")
     if secret is None:
         print(f"secret (shown once, keep it to verify deliveries): {made}")
+    if not settings.webhooks_allow_private:
+        _warn_if_internal(endpoint.url)
     return 0
+
+
+def _warn_if_internal(url: str) -> None:
+    """Say at once what the workers will say at every send: a target that resolves (here, now)
+    to an internal address is refused unless they allow it. The workers' check at send time
+    is the one that counts (their resolver, their setting); this is only a warning."""
+    from worker.webhooks.target import TargetRefused, resolve  # noqa: PLC0415
+
+    try:
+        resolve(url, allow_private=False)
+    except TargetRefused as exc:
+        if "internal address" in str(exc):
+            print(
+                f"signq: warning: {exc} — until the workers run with it, every delivery to "
+                "this endpoint is refused and dies",
+                file=sys.stderr,
+            )
 
 
 def list_(args: argparse.Namespace, settings: Settings) -> int:
