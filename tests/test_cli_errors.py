@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from tests.conftest import RABBITMQ_URL
-from worker import cli, testing
+from tests.conftest import RABBITMQ_URL, require_rabbitmq
+from worker import cli
 from worker.errors import AccountError, EmbeddedRedisError, JobError
 from worker.jsms.errors import ValidationError
 from worker.runtime import Runtime
@@ -233,8 +233,7 @@ def test_a_rabbitmq_that_refuses_names_what_to_check(
 ) -> None:
     """A RabbitMQ that answers but refuses the login or the virtual host: exit 2, one line that
     says which (password masked), never "is it running". Against the test run's RabbitMQ."""
-    if not testing.rabbitmq_answers(RABBITMQ_URL):
-        pytest.skip(f"RabbitMQ: nothing answers at {RABBITMQ_URL}; this test did not run")
+    require_rabbitmq()
     address = urlsplit(RABBITMQ_URL).netloc.rpartition("@")[2]
     monkeypatch.setenv("SIGNQ_BROKER_URL", f"amqp://{user}@{address}/{vhost}")
     assert cli.main(["status"]) == 2
