@@ -22,6 +22,9 @@ from redis.exceptions import ResponseError
 
 log = structlog.get_logger(__name__)
 
+# A stream entry id (ms-seq; the seq may be left out, as Redis allows), as a person or a
+# browser's Last-Event-ID gives it.
+STREAM_ID = re.compile(r"[0-9]{1,20}(-[0-9]{1,20})?")
 TYPES = frozenset(
     {
         "job.accepted",
@@ -223,6 +226,3 @@ class Consumer:
                         )
                         continue
                 self.ack(entry.id)
-
-
-STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")

@@ -76,7 +76,6 @@ def scheduler(args: argparse.Namespace, settings: Settings) -> int:
 
 def callbacks(args: argparse.Namespace, settings: Settings) -> int:
     """`signq callbacks`: serve the audit-result receiver."""
-
     from worker.callbacks import build_app  # noqa: PLC0415
 
     if settings.metrics_port > 0:

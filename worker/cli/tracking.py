@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
 from worker.cli.common import CliError, iso, runtime
 from worker.errors import JobError
+from worker.events import STREAM_ID
 from worker.jsms.errors import ValidationError
 from worker.jsms.models import validate_sign_id
 from worker.settings import Settings, masked_url
-
-_STREAM_ID = re.compile(r"[0-9]{1,20}(-[0-9]{1,20})?")
 
 
 def track(args: argparse.Namespace, settings: Settings) -> int:
@@ -46,7 +44,7 @@ def events_(args: argparse.Namespace, settings: Settings) -> int:
     rt = runtime(settings)
     stream = rt.store.keys.events()
     types, accounts = args.type or None, args.account or None
-    if args.since and not _STREAM_ID.fullmatch(args.since):
+    if args.since and not STREAM_ID.fullmatch(args.since):
         raise CliError(
             f"--since must be a stream id such as 1795776316441-0 (or 0 for the beginning), "
             f"got {args.since!r}"
