@@ -306,3 +306,15 @@ def test_a_worker_with_no_processes_or_threads_is_refused(
         cli.main(["worker", flag, "0"])
     assert refused.value.code == 2
     assert f"argument {flag}: must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_a_server_host_that_does_not_resolve_is_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`signq dashboard --host` with a name nothing resolves: exit 2, one line naming it."""
+    assert cli.main(["dashboard", "--host", "signq-no-such-host.invalid", "--port", "0"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("signq: cannot listen on signq-no-such-host.invalid:0: ")
+    assert captured.err.endswith("; choose another --host or --port\n")
+    assert captured.err.count("\n") == 1

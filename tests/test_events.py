@@ -149,6 +149,23 @@ def test_read_from_an_id_and_follow(stream: tuple[redis.Redis, str]) -> None:
     assert got == [3]
 
 
+def test_following_a_stream_not_there_yet_sees_its_first_entry(
+    stream: tuple[redis.Redis, str],
+) -> None:
+    """The tail of a stream nobody has written yet is ``0-0`` (what ``$`` resolves to there), and
+    following from it sees the stream's first entry."""
+    client, name = stream
+    fresh = f"{name}:fresh"
+    assert events.tail(client, fresh) == "0-0"
+    stop = threading.Event()
+    publish(client, fresh, "job.accepted", sign_id=9)
+    try:
+        first = next(events.read(client, fresh, since="0-0", follow=True, block_ms=10, stop=stop))
+    finally:
+        client.delete(fresh)
+    assert first.event["sign_id"] == 9
+
+
 def test_following_from_the_end_never_skips_what_comes_between_reads(
     stream: tuple[redis.Redis, str],
 ) -> None:

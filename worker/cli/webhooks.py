@@ -35,17 +35,18 @@ def _warn_if_internal(url: str) -> None:
     """Say at once what the workers will say at every send: a target that resolves (here, now)
     to an internal address is refused unless they allow it. The workers' check at send time
     is the one that counts (their resolver, their setting); this is only a warning."""
-    from worker.webhooks.target import TargetRefused, resolve  # noqa: PLC0415
+    from worker.webhooks.target import InternalTarget, TargetRefused, resolve  # noqa: PLC0415
 
     try:
         resolve(url, allow_private=False)
-    except TargetRefused as exc:
-        if "internal address" in str(exc):
-            print(
-                f"signq: warning: {exc} — until the workers run with it, every delivery to "
-                "this endpoint is refused and dies",
-                file=sys.stderr,
-            )
+    except InternalTarget as exc:
+        print(
+            f"signq: warning: {exc} — until the workers run with it, every delivery to "
+            "this endpoint is refused and dies",
+            file=sys.stderr,
+        )
+    except TargetRefused:
+        pass  # does not resolve from here: the workers' resolver decides at send time
 
 
 def list_(args: argparse.Namespace, settings: Settings) -> int:

@@ -76,8 +76,7 @@ class Endpoints:
         secret = check_secret(secret) if secret is not None else new_secret()
         endpoint_id = "ep_" + secrets.token_hex(6)
         r = self.store.redis
-        last = r.xrevrange(self.keys.events(), count=1)
-        since = text(last[0][0]) if last else "0-0"
+        since = events.tail(r, self.keys.events())
         pipe = r.pipeline(transaction=True)
         pipe.hset(
             self.keys.webhook(endpoint_id),

@@ -17,6 +17,10 @@ class TargetRefused(Exception):
     """A delivery target that may not be reached; permanent for the delivery."""
 
 
+class InternalTarget(TargetRefused):
+    """A target resolving to a loopback, private, link-local or otherwise internal address."""
+
+
 def check_url(url: str) -> str:
     """The URL if an endpoint may be registered with it (scheme and host); else WebhookError."""
     parts = urlsplit(url.strip())
@@ -73,7 +77,7 @@ def resolve(url: str, *, allow_private: bool) -> Target:
     if not allow_private:
         internal = [str(a) for a in addresses if _internal(a)]
         if internal:
-            raise TargetRefused(
+            raise InternalTarget(
                 f"{host} resolves to an internal address ({internal[0]}); "
                 "set SIGNQ_WEBHOOKS_ALLOW_PRIVATE=1 to allow it"
             )
