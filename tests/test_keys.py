@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import redis
 
@@ -9,14 +11,14 @@ from worker.keys import Keys, member, parse_member
 
 
 def test_lua_builders_name_the_same_keys_as_python(redis_url: str) -> None:
-    """Each K.name(...) the scripts use builds exactly what Keys.name(...) builds."""
+    """Each N.name(...) the scripts use builds exactly what Keys.name(...) builds."""
     keys = Keys("pfx")
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
         script = (
-            "local P = ARGV[1]\n" + keys.lua() + "\n"
-            "return {K.job('j1'), K.gate('acme'), K.signature('acme', '42'), K.due(),"
-            " K.unconfirmed('acme'), K.idem('acme', 'k')}"
+            "local P = ARGV[1]\nlocal function key(name) return name end\n" + keys.lua() + "\n"
+            "return {N.job('j1'), N.gate('acme'), N.signature('acme', '42'), N.due(),"
+            " N.unconfirmed('acme'), N.idem('acme'), N.wh_slot('ep_1', 'acme'), K.bucket('*')}"
         )
         built = client.eval(script, 0, "pfx")
     finally:
@@ -27,8 +29,38 @@ def test_lua_builders_name_the_same_keys_as_python(redis_url: str) -> None:
         keys.signature("acme", 42),
         keys.due(),
         keys.unconfirmed("acme"),
-        keys.idem("acme", "k"),
+        keys.idem("acme"),
+        keys.wh_slot("ep_1", "acme"),
+        keys.bucket("*"),
     ]
+
+
+def test_every_per_account_key_carries_the_account_as_its_hash_tag() -> None:
+    """An account's keys share one Cluster slot: each names the account in braces, and it is
+    the key's first brace pair (what Redis hashes)."""
+    keys = Keys("signq")
+    account = "acme.eu-1"
+    per_account = [
+        keys.account(account),
+        keys.gate(account),
+        keys.parked(account),
+        keys.waiting(account),
+        keys.unconfirmed(account),
+        keys.orphans(account),
+        keys.bucket(account),
+        keys.jobs_by_account(account),
+        keys.idem(account),
+        keys.idem_expiry(account),
+        keys.signature(account, 2**63 - 1),
+        keys.nonce(account, "n0nce"),
+        keys.wh_fifo("ep_1", account),
+        keys.wh_slot("ep_1", account),
+    ]
+    for name in per_account:
+        assert re.search(r"\{([^}]*)\}", name)[1] == account, name  # type: ignore[index]
+    assert keys.gate("a") != keys.gate("b")
+    assert "{" not in keys.job("j1")
+    assert "{" not in keys.outbox()
 
 
 def test_dramatiq_queue_names_are_dramatiq_own() -> None:

@@ -126,10 +126,11 @@ def _req(sign: str) -> object:
     return SignRequest(sign)
 
 
-def test_the_message_carries_only_the_job_id(
+def test_the_message_carries_only_the_job_id_and_its_account(
     emulator_server: EmulatorServer, admin: EmulatorAdmin
 ) -> None:
-    """The Dramatiq message in Redis holds the job id as its only argument, and no secret."""
+    """The Dramatiq message in Redis holds the job id and its account (so the run declares
+    the account's keys at once), and no secret."""
     settings = isolated_settings(emulator_server)
     broker = build_broker(settings)
     runtime = Runtime.build(settings, broker=broker)
@@ -140,7 +141,7 @@ def test_the_message_carries_only_the_job_id(
         namespace = runtime.store.keys.dramatiq_namespace()
         messages = runtime.store.redis.hvals(f"{namespace}:{settings.queue}.msgs")
         (message,) = [json.loads(m) for m in messages]
-        assert message["args"] == [job.job_id]
+        assert message["args"] == [job.job_id, "acme"]
         assert message["kwargs"] == {}
         assert "the-master-secret-1" not in json.dumps(message)
         # The outbox keeps the job until its run starts, due again at the redelivery deadline.

@@ -90,7 +90,11 @@ def test_a_crash_after_the_hand_off_before_the_enqueue_loses_nothing(
             # The process dies before sending.
             patch.setattr(system.runtime.dispatch, "jobs", lambda _ids: None)
             assert resolve(system.runtime, first, Status.APPROVED)
-        assert system.state(second) == "queued"
+        # The gate is the second job's, and the outbox owns its message; its record says
+        # parked until a run starts (the hand-off touches only keys it can declare).
+        store = system.runtime.store
+        assert store.redis.get(store.keys.gate(account)) == second
+        assert system.state(second) == "parked"
         assert system.elapse_outbox_grace() == 1
         system.runtime.reaper.tick()
         wait_for(lambda: system.state(second) == "pending_audit", what="the next job to run")

@@ -8,6 +8,7 @@ broker-setup callable; embedders and tests ``declare()`` the actors on a broker 
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -16,7 +17,7 @@ import redis
 import structlog
 from dramatiq import Actor, Broker, Middleware
 
-from worker import logs, metrics
+from worker import layout, logs, metrics
 from worker.attempt import RetryLater
 from worker.broker import (
     CLEANUP,
@@ -29,6 +30,7 @@ from worker.broker import (
     track_queue,
     webhook_queue,
 )
+from worker.errors import USAGE
 from worker.runtime import Runtime
 from worker.settings import Settings
 
@@ -67,8 +69,16 @@ class Boot(Middleware):
     """Builds the process's runtime and metrics before its worker threads take any message."""
 
     def before_worker_boot(self, broker: Broker, worker: Any) -> None:
-        """After the fork, before the threads."""
-        runtime()
+        """After the fork, before the threads. A Redis holding data in a key layout this
+        signq does not know stops the process before it takes a message (`signq migrate`)."""
+        rt = runtime()
+        try:
+            layout.check(rt.store)
+        except layout.LayoutError as exc:
+            log.error("key_layout_refused", error=str(exc))
+            os._exit(USAGE)
+        except _REDIS_DOWN:
+            pass  # Redis may come up after the workers: Dramatiq waits for it
         metrics.metrics()
 
 
@@ -101,11 +111,11 @@ def _retry_when(retries: int, exception: BaseException) -> bool:
     return isinstance(exception, dramatiq.Retry) or retries < UNEXPECTED_ERROR_RETRIES
 
 
-def run_job(job_id: str) -> None:
-    """Run one signature job."""
+def run_job(job_id: str, account: str = "") -> None:
+    """Run one signature job (of ``account``, when the sender knew it)."""
     structlog.contextvars.bind_contextvars(job_id=job_id)
     try:
-        runtime().pipeline.run(job_id)
+        runtime().pipeline.run(job_id, account or None)
     except RetryLater as exc:
         raise dramatiq.Retry(str(exc), delay=exc.delay_ms) from None
     except _REDIS_DOWN as exc:

@@ -96,7 +96,11 @@ class BrokerDispatcher:
         if not job_ids:
             return
         for job_id in job_ids:
-            self.send(RUN_JOB, job_id, queue=self.queue)
+            # The job's account, when this process knows it, saves the run's first script a
+            # second run to learn which keys it may touch.
+            account = self.store.account_of(job_id)
+            args = (job_id, account) if account else (job_id,)
+            self.send(RUN_JOB, *args, queue=self.queue)
         self.store.sent(int(self.store.settings.redeliver_seconds * 1000), job_ids)
 
     def poll(self, members: list[str]) -> None:

@@ -1,9 +1,11 @@
 """Every Redis key name signq uses, built in one place for Python and for the Lua scripts.
 
-All keys start with the configured prefix. signq needs a standalone Redis primary (Sentinel for
-failover), not a Redis Cluster: its scripts touch keys of one account, of the job they hand the
-gate to and of global indexes in one atomic step, building the names here from the prefix
-rather than declaring them (the README's "Beyond one Redis primary" says what a move needs).
+All keys start with the configured prefix. Every per-account key carries the account as its
+Redis hash tag (``signq:gate:{acme}``), so that an account's keys share one Cluster slot; a
+template writes the tagged part as ``[n]`` and a plain part as ``{n}``. The Lua scripts get
+two builders per template: ``N.name(...)`` only makes a name (to ask for it), ``K.name(...)``
+makes one the script may touch, and fails unless the caller declared it in ``KEYS`` (see
+``worker/store.py``). ``LAYOUT`` is the version of this layout (``signq migrate``).
 """
 
 from __future__ import annotations
@@ -15,42 +17,78 @@ from dramatiq.common import dq_name, xq_name
 _TEMPLATES: dict[str, str] = {
     "accounts": "accounts",
     "accounts_index": "accounts:index",
-    "account": "account:{0}",
+    "account": "account:[0]",
     "job": "job:{0}",
     "jobs_by_state": "jobs:state:{0}",
-    "jobs_by_account": "jobs:account:{0}",
-    "idem": "idem:{0}:{1}",
+    "jobs_by_account": "jobs:account:[0]",
+    "idem": "idem:[0]",
+    "idem_expiry": "idem:expiry:[0]",
     "image": "image:{0}",
-    "gate": "gate:{0}",
+    "gate": "gate:[0]",
     "gates": "gates",
-    "parked": "parked:{0}",
-    "waiting": "waiting:{0}",
+    "parked": "parked:[0]",
+    "waiting": "waiting:[0]",
     "outbox": "outbox",
     "inflight": "inflight",
     "probes": "probes",
-    "unconfirmed": "unconfirmed:{0}",
-    "orphans": "orphans:{0}",
+    "unconfirmed": "unconfirmed:[0]",
+    "orphans": "orphans:[0]",
     "orphaned": "orphaned",
-    "bucket": "bucket:{0}",
+    "bucket": "bucket:[0]",
     "events": "events",
-    "signature": "sig:{0}:{1}",
+    "signature": "sig:[0]:{1}",
     "due": "due",
     "leader": "scheduler:leader",
     "ticks": "scheduler:ticks",
     "reaping": "scheduler:reaping",
-    "nonce": "callback:nonce:{0}:{1}",
+    "nonce": "callback:nonce:[0]:{1}",
     "cleanup": "cleanup:last",
     "webhooks": "webhooks",
     "webhook": "webhook:{0}",
     "wh_cursor": "webhooks:cursor",
     "wh_due": "webhooks:due",
     "wh_delivery": "whd:{0}",
-    "wh_fifo": "whq:{0}:{1}",
-    "wh_slot": "whs:{0}:{1}",
+    "wh_fifo": "whq:{0}:[1]",
+    "wh_slot": "whs:{0}:[1]",
     "wh_dead": "webhooks:dead:{0}",
     "wh_attempts": "webhooks:attempts:{0}",
     "wh_lock": "whl:{0}",
+    "layout": "layout",
 }
+
+# Every job state, each with its index (``jobs_by_state``): a script that moves a job between
+# states is declared all of them (worker.records re-exports this as STATES).
+JOB_STATES = (
+    "queued",
+    "parked",
+    "submitting",
+    "pending_audit",
+    "approved",
+    "rejected",
+    "deleted",
+    "failed",
+    "unconfirmed",
+    "cancelled",
+)
+
+# The key layout this code reads and writes (1: before hash tags; 2: per-account hash tags,
+# idempotency keys in one hash per account).
+LAYOUT = 2
+_PART = re.compile(r"\{(\d)\}|\[(\d)\]")
+
+
+def _python_part(m: re.Match[str]) -> str:
+    plain, tagged = m.groups()
+    return "{" + plain + "}" if plain else "{{{" + tagged + "}}}"
+
+
+def _lua_part(m: re.Match[str]) -> str:
+    plain, tagged = m.groups()
+    return f"' .. a{plain} .. '" if plain else f"{{' .. a{tagged} .. '}}"
+
+
+# The templates as str.format strings (a tagged part in literal braces).
+_FORMATS = {name: _PART.sub(_python_part, template) for name, template in _TEMPLATES.items()}
 
 
 def member(account: str, sign_id: int | str) -> str:
@@ -71,7 +109,7 @@ class Keys:
         self.prefix = prefix
 
     def _key(self, name: str, *parts: object) -> str:
-        return f"{self.prefix}:{_TEMPLATES[name].format(*parts)}"
+        return f"{self.prefix}:{_FORMATS[name].format(*parts)}"
 
     def accounts(self) -> str:
         """Set of registered account names."""
@@ -93,9 +131,19 @@ class Keys:
         """Sorted set of an account's job ids, by creation time."""
         return self._key("jobs_by_account", account)
 
-    def idem(self, account: str, key: str) -> str:
-        """String: the job id behind an idempotency key (or a content key ``content:HASH``)."""
-        return self._key("idem", account, key)
+    def idem(self, account: str) -> str:
+        """Hash: the job ids behind an account's idempotency keys (``key:KEY``) and content keys
+        (``content:HASH``), and when a finished job's key expires (``exp:KEY``, ms)."""
+        return self._key("idem", account)
+
+    def idem_expiry(self, account: str) -> str:
+        """Sorted set: the account's idempotency keys of finished jobs, by when they expire (the
+        hash's fields are pruned from it: a hash field has no TTL of its own before Redis 7.4)."""
+        return self._key("idem_expiry", account)
+
+    def layout(self) -> str:
+        """String: the key layout version the data is in (``LAYOUT``)."""
+        return self._key("layout")
 
     def image(self, sha256: str) -> str:
         """String: an audit image's bytes, stored once by content hash."""
@@ -243,12 +291,13 @@ class Keys:
         return f"{self.dramatiq_dead(queue)}.msgs"
 
     def lua(self) -> str:
-        """Lua key builders mirroring the methods above, for the scripts (prefix in ``P``)."""
-        lines = ["local K = {}"]
+        """Lua key builders mirroring the methods above, for the scripts (prefix in ``P``):
+        ``N.name`` makes a name, ``K.name`` one that must be declared (``key``, in lib.lua)."""
+        lines = ["local N, K = {}, {}"]
         for name, template in _TEMPLATES.items():
-            args = sorted(set(re.findall(r"\{(\d)\}", template)))
+            args = sorted({a or b for a, b in _PART.findall(template)})
             params = ", ".join(f"a{n}" for n in args)
-            body = "P .. ':" + re.sub(r"\{(\d)\}", r"' .. a\1 .. '", template) + "'"
-            body = body.replace(" .. ''", "")
-            lines.append(f"function K.{name}({params}) return {body} end")
+            body = ("P .. ':" + _PART.sub(_lua_part, template) + "'").replace(" .. ''", "")
+            lines.append(f"function N.{name}({params}) return {body} end")
+            lines.append(f"function K.{name}({params}) return key(N.{name}({params})) end")
         return "\n".join(lines)

@@ -89,16 +89,20 @@ class Pipeline:
         self.accounts = accounts
         self.jobs = jobs
         self.client = client
+        self.dispatch = dispatch
         self.to = Transitions(store, dispatch, clock=clock)
         self.leases = Leases(store)
         # Called with an account once one of its creates is unconfirmed: results pushed for it
         # before then are matched (the tracker's ``settle_unconfirmed``).
         self.on_unconfirmed: Callable[[str], object] = lambda _account: None
 
-    def run(self, job_id: str) -> str:
+    def run(self, job_id: str, account: str | None = None) -> str:
         """Run one job if it may run now; returns what happened, in a word."""
         s = self.settings
-        claim = self.store.start(job_id, int(s.lease_seconds * 1000), s.rate_limits)
+        claim = self.store.start(job_id, int(s.lease_seconds * 1000), s.rate_limits, account)
+        if claim.next_job:
+            # Settled after its account's gate was handed to it: the gate went on at once.
+            self.dispatch.jobs([claim.next_job])
         if claim.outcome == "throttled":
             raise RetryLater("rate limit", claim.wait_ms)
         if claim.outcome == "no_account":

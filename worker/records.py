@@ -9,23 +9,13 @@ from typing import Any
 
 from worker import events
 from worker.jsms.models import SignRequest
+from worker.keys import JOB_STATES
 from worker.settings import PollPolicy
 from worker.store import Change
 
 OPERATIONS = ("create", "modify", "delete", "query")
 GATED = frozenset({"create", "modify"})
-STATES = (
-    "queued",
-    "parked",
-    "submitting",
-    "pending_audit",
-    "approved",
-    "rejected",
-    "deleted",
-    "failed",
-    "unconfirmed",
-    "cancelled",
-)
+STATES = JOB_STATES
 TERMINAL = frozenset({"approved", "rejected", "deleted", "failed", "cancelled"})
 
 

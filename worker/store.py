@@ -2,7 +2,10 @@
 
 Scripts live in ``worker/lua/``; each is registered once, with the key builders of
 ``worker.keys`` and the shared library ``lib.lua`` (gate acquire/park/release, state indexes,
-event publishing) in front of it.
+event publishing) in front of it. Every key a script touches is declared in its ``KEYS``: each
+method here declares what it can name, and a script that finds it needs a key only a record
+names (the job an account's gate holds, the jobs waiting for a resume) asks for it before it
+writes anything; ``_run`` runs it again with that key declared.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 import redis
 
 from worker.connections import redis_client
-from worker.keys import Keys
+from worker.keys import JOB_STATES, Keys
 from worker.settings import RateLimits, Settings
 
 
@@ -100,6 +103,8 @@ class Claim:
     snapshot: dict[str, Any] = field(default_factory=dict)
     clock_ms: int = 0
     probing: bool = False
+    # A settled job that held its account's gate handed it to this one (its message is due).
+    next_job: str | None = None
 
 
 @dataclass(frozen=True)
@@ -174,6 +179,20 @@ class AccountFlip:
     queued: list[str]
 
 
+# A script's reply asking for keys to be declared: ['__want', name, ...] (lib.lua's wanting).
+_WANT = "__want"
+# Runs of one script asking for keys before it gives up: each run asks for all it can name
+# then, so two or three suffice unless the records change under it each time.
+_ROUNDS = 8
+# Accounts of jobs this process has seen, kept to declare their keys at once (a job's account
+# never changes); past this size the map starts again.
+_KNOWN_JOBS = 100_000
+
+
+class KeysWanted(RuntimeError):
+    """A script kept asking for more keys than it could be given (records changing under it)."""
+
+
 class Store:
     """One process's Redis connection and registered scripts, each behind a typed method."""
 
@@ -196,7 +215,7 @@ class Store:
                 )
             )
         library = self.keys.lua() + "\n" + _lua("lib")
-        header = "local P = ARGV[1]\n"
+        header = _HEADER
         self._scripts = {
             name: self.redis.register_script(header + library + "\n" + _lua(name))
             for name in (
@@ -221,39 +240,109 @@ class Store:
             )
         }
 
-    def _run(self, name: str, *args: object, pipe: Any = None) -> Any:
-        """Run a script with the common arguments (prefix, events MAXLEN, outbox grace) first."""
+        k = self.keys
+        # Keys every job script may touch: the cross-account indexes and the global bucket.
+        self._shared = [
+            k.gates(),
+            k.outbox(),
+            k.inflight(),
+            k.probes(),
+            k.events(),
+            k.due(),
+            k.bucket("*"),
+            *(k.jobs_by_state(state) for state in JOB_STATES),
+        ]
+        self._accounts: dict[str, str] = {}
+
+    def _argv(self, args: Sequence[object]) -> list[Any]:
         s = self.settings
-        argv: list[Any] = [s.prefix, s.events_maxlen, int(s.outbox_grace_seconds * 1000), *args]
-        return self._scripts[name](args=argv, client=pipe or self.redis)
+        return [s.prefix, s.events_maxlen, int(s.outbox_grace_seconds * 1000), *args]
 
-    def script(self, name: str) -> Callable[..., Any]:
-        """One registered script, called with its own arguments (the common ones go first):
-        for the typed wrappers of a domain module, such as the webhooks'."""
-        return lambda *args: self._run(name, *args)
+    def _run(self, name: str, *args: object, keys: Sequence[str] = ()) -> Any:
+        """Run a script with the common arguments (prefix, events MAXLEN, outbox grace) first
+        and ``keys`` declared, again with the keys it asks for while it asks."""
+        argv = self._argv(args)
+        return self._rerun(name, argv, list(keys), self._scripts[name](keys=keys, args=argv))
 
-    def start(self, job_id: str, lease_ms: int, limits: RateLimits) -> Claim:
-        """Claim a job for a run (``lua/start.lua``)."""
-        reply = [text(x) for x in self._run("start", job_id, lease_ms, *_limits(limits))]
+    def _queue(self, pipe: Any, name: str, *args: object, keys: Sequence[str] = ()) -> None:
+        """Queue a script run on a pipeline; ``_rerun`` its reply after ``execute``."""
+        self._scripts[name](keys=keys, args=self._argv(args), client=pipe)
+
+    def _rerun(self, name: str, argv: list[Any], keys: list[str], reply: Any) -> Any:
+        for _ in range(_ROUNDS):
+            if not (isinstance(reply, list) and reply and text(reply[0]) == _WANT):
+                return reply
+            keys = keys + texts(reply[1:])
+            reply = self._scripts[name](keys=keys, args=argv)
+        raise KeysWanted(f"lua/{name}.lua still asked for keys after {_ROUNDS} runs")
+
+    def script(self, name: str, keys: Sequence[str] = ()) -> Callable[..., Any]:
+        """One registered script, called with its own arguments (the common ones go first) and
+        ``keys`` declared: for the typed wrappers of a domain module, such as the webhooks'."""
+        return lambda *args: self._run(name, *args, keys=keys)
+
+    def account_keys(self, account: str) -> list[str]:
+        """Every per-account key a script may touch (lib.lua's want_account)."""
+        k = self.keys
+        return [
+            k.account(account),
+            k.gate(account),
+            k.parked(account),
+            k.waiting(account),
+            k.unconfirmed(account),
+            k.idem(account),
+            k.idem_expiry(account),
+            k.bucket(account),
+            k.jobs_by_account(account),
+        ]
+
+    def known(self, job_id: str, account: str) -> None:
+        """Note a job's account: its scripts then declare the account's keys in one run."""
+        if len(self._accounts) >= _KNOWN_JOBS:
+            self._accounts.clear()
+        self._accounts[job_id] = account
+
+    def account_of(self, job_id: str) -> str | None:
+        """The account of a job this process has seen, if it has."""
+        return self._accounts.get(job_id)
+
+    def _job_keys(self, job_id: str, account: str | None = None) -> list[str]:
+        account = account or self._accounts.get(job_id)
+        own = self.account_keys(account) if account else []
+        return [self.keys.job(job_id), *self._shared, *own]
+
+    def start(
+        self, job_id: str, lease_ms: int, limits: RateLimits, account: str | None = None
+    ) -> Claim:
+        """Claim a job for a run (``lua/start.lua``); ``account``, when the message names it,
+        saves the script a run to learn it."""
+        keys = self._job_keys(job_id, account)
+        reply = texts(self._run("start", job_id, lease_ms, *_limits(limits), keys=keys))
         outcome = reply[0]
         if outcome == "throttled":
             return Claim(outcome, wait_ms=int(reply[1]))
+        if outcome == "settled":
+            return Claim(outcome, previous=reply[1], next_job=reply[2] or None)
         if outcome != "run":
             return Claim(outcome)
         previous, app_key, secret, snapshot, clock, probing = reply[1:7]
+        record = json.loads(snapshot)
+        self.known(job_id, str(record.get("account", "")))
         return Claim(
             outcome,
             previous=previous,
             app_key=app_key,
             stored_secret=secret,
-            snapshot=json.loads(snapshot),
+            snapshot=record,
             clock_ms=int(clock),
             probing=probing == "1",
         )
 
     def poll(self, account: str, limits: RateLimits) -> PollClaim:
         """Take a rate-limit token and read the credentials for one poll (``lua/poll.lua``)."""
-        reply = [text(x) for x in self._run("poll", account, *_limits(limits))]
+        k = self.keys
+        keys = (k.account(account), k.bucket(account), k.bucket("*"))
+        reply = texts(self._run("poll", account, *_limits(limits), keys=keys))
         if reply[0] == "throttled":
             return PollClaim("throttled", wait_ms=int(reply[1]))
         if reply[0] == "run":
@@ -262,13 +351,14 @@ class Store:
 
     def claim_due(self, limit: int, hold_ms: int) -> DueClaim:
         """Claim up to ``limit`` due signatures for ``hold_ms`` (``lua/claim.lua``)."""
-        now, *reply = texts(self._run("claim", limit, hold_ms))
+        now, *reply = texts(self._run("claim", limit, hold_ms, keys=[self.keys.due()]))
         return DueClaim(int(now), reply[0::2], [float(x) for x in reply[1::2]])
 
     def reap(self, batch: int) -> ReapMoves:
         """Move expired leases and due probes into the outbox; read what is due there
         (``lua/reap.lua``)."""
-        expired, probes, *due = (text(x) for x in self._run("reap", batch))
+        keys = [self.keys.inflight(), self.keys.outbox(), self.keys.probes()]
+        expired, probes, *due = texts(self._run("reap", batch, keys=keys))
         return ReapMoves(int(expired), int(probes), due)
 
     def time_ms(self) -> int:
@@ -278,7 +368,15 @@ class Store:
 
     def apply(self, change: Change) -> Applied:
         """Apply a change to a job atomically."""
-        applied, previous, next_job = self._run("apply", change.to_json())
+        keys = self._job_keys(change.id)
+        account = self._accounts.get(change.id)
+        if account and change.track:
+            keys.append(self.keys.signature(account, change.track["sign_id"]))
+        if account and change.untrack is not None:
+            keys.append(self.keys.signature(account, change.untrack))
+        applied, previous, next_job = self._run("apply", change.to_json(), keys=keys)
+        if account and next_job:
+            self.known(text(next_job), account)
         if int(applied) and change.events:
             self.on_published([json.loads(event)["type"] for event in change.events])
         return Applied(bool(int(applied)), str(previous), str(next_job) or None)
@@ -286,60 +384,104 @@ class Store:
     def repair(self, account: str) -> Repair:
         """Release the account's dead gate holder or promote a stranded FIFO head
         (``lua/repair.lua``)."""
-        what, next_job = texts(self._run("repair", account))
-        return Repair(what, next_job or None)
+        return self.repair_many([account])[0]
 
     def repair_many(self, accounts: list[str]) -> list[Repair]:
-        """``repair`` for each account, in one round trip."""
+        """``repair`` for each account: the gates read in one round trip, then the scripts in
+        another, each declaring the record of the job its gate names."""
+        holders = texts(self.redis.mget([self.keys.gate(a) for a in accounts])) if accounts else []
         pipe = self.redis.pipeline(transaction=False)
-        for account in accounts:
-            self._run("repair", account, pipe=pipe)
-        return [Repair(text(what), text(nxt) or None) for what, nxt in pipe.execute()]
+        declared = []
+        for account, holder in zip(accounts, holders, strict=True):
+            keys = [*self._shared, *self.account_keys(account)]
+            if holder:
+                keys.append(self.keys.job(holder))
+            declared.append(keys)
+            self._queue(pipe, "repair", account, keys=keys)
+        repairs = []
+        for account, keys, reply in zip(accounts, declared, pipe.execute(), strict=True):
+            what, nxt = texts(self._rerun("repair", self._argv([account]), keys, reply))
+            if nxt:
+                self.known(nxt, account)
+            repairs.append(Repair(what, nxt or None))
+        return repairs
 
     def submit(self, specs: Sequence[dict[str, Any]]) -> list[Intake]:
         """Accept job specs, one script call each in one round trip (``lua/submit.lua``)."""
         pipe = self.redis.pipeline(transaction=False)
+        runs = []
         for spec in specs:
-            self._run("submit", json.dumps(spec, ensure_ascii=False), pipe=pipe)
-        return [Intake(text(outcome), text(value)) for outcome, value in pipe.execute()]
+            body = json.dumps(spec, ensure_ascii=False)
+            keys = self._job_keys(spec["id"], spec["account"])
+            self._queue(pipe, "submit", body, keys=keys)
+            runs.append((self._argv([body]), keys))
+            self.known(spec["id"], spec["account"])
+        intakes = []
+        for (argv, keys), reply in zip(runs, pipe.execute(), strict=True):
+            outcome, value = texts(self._rerun("submit", argv, keys, reply))
+            intakes.append(Intake(outcome, value))
+        return intakes
 
     def observe(self, spec: dict[str, Any]) -> Observed:
         """Compare an observed status with the tracked one and apply what follows
         (``lua/observe.lua``)."""
-        what, next_job = texts(self._run("observe", json.dumps(spec, ensure_ascii=False)))
+        account = spec["account"]
+        sig = self.keys.signature(account, spec["sign_id"])
+        keys = [sig, *self._shared, *self.account_keys(account)]
+        if spec.get("status") in (None, 1, 2, "1", "2"):
+            # A final status finishes the job the record names: declared at once.
+            job = text(self.redis.hget(sig, "job_id"))
+            if job:
+                keys.append(self.keys.job(job))
+        reply = self._run("observe", json.dumps(spec, ensure_ascii=False), keys=keys)
+        what, next_job = texts(reply)
+        if next_job:
+            self.known(next_job, account)
         return Observed(what, next_job or None)
 
     def retry(self, job_id: str) -> Retried:
         """Put a failed or cancelled job back through its account's gate (``lua/retry.lua``)."""
-        state, before = texts(self._run("retry", job_id))
+        state, before = texts(self._run("retry", job_id, keys=self._job_keys(job_id)))
         return Retried(state, before)
 
     def set_account(self, name: str, action: str, event: str, reason: str = "") -> AccountFlip:
         """Pause or resume an account (``lua/account.lua``), publishing ``event``."""
-        status, queued = texts(self._run("account", name, action, event, reason))
+        keys = [*self._shared, *self.account_keys(name)]
+        status, queued = texts(self._run("account", name, action, event, reason, keys=keys))
         return AccountFlip(status, list(json.loads(queued or "null") or []))
 
     def renew(self, lease_ms: int, job_ids: Sequence[str]) -> None:
         """Extend the leases of jobs this process runs (``lua/renew.lua``)."""
-        self._run("renew", lease_ms, *job_ids)
+        self._run("renew", lease_ms, *job_ids, keys=[self.keys.inflight()])
 
     def sent(self, redeliver_ms: int, job_ids: Sequence[str]) -> None:
         """Note that messages went out for jobs: the outbox sends again only after
         ``redeliver_ms`` if none has started (``lua/sent.lua``)."""
-        self._run("sent", redeliver_ms, *job_ids)
+        self._run("sent", redeliver_ms, *job_ids, keys=[self.keys.outbox()])
 
     def lead(self, node: str, ttl_ms: int) -> bool:
         """Take or renew the scheduler's lease for ``node`` (``lua/lead.lua``)."""
-        return bool(int(self._run("lead", node, ttl_ms)))
+        return bool(int(self._run("lead", node, ttl_ms, keys=[self.keys.leader()])))
 
     def resign(self, node: str) -> None:
         """Give the scheduler's lease up if ``node`` holds it (``lua/resign.lua``)."""
-        self._run("resign", node)
+        self._run("resign", node, keys=[self.keys.leader()])
 
     def close(self) -> None:
         """Close the connection pool."""
         self.redis.close()
         self.raw.close()
+
+
+# In front of every script: the prefix, and the check that a key was declared (K.name).
+_HEADER = """local P = ARGV[1]
+local DECLARED = {}
+for _, name in ipairs(KEYS) do DECLARED[name] = true end
+local function key(name)
+  if not DECLARED[name] then error('signq: a script touched a key it did not declare: ' .. name) end
+  return name
+end
+"""
 
 
 def _limits(limits: RateLimits) -> tuple[float, int, float, int]:

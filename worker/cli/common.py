@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from worker import layout
 from worker.errors import SignqError
 from worker.runtime import Runtime
 from worker.settings import Settings
@@ -19,8 +20,20 @@ class CliError(SignqError):
 
 
 def runtime(settings: Settings) -> Runtime:
-    """The runtime for a command."""
-    return Runtime.build(settings)
+    """The runtime for a command, once the Redis data is known to be in this signq's key
+    layout (a Redis not answering yet is left to the command: some wait for it)."""
+    from redis.exceptions import ConnectionError as RedisDown  # noqa: PLC0415
+    from redis.exceptions import TimeoutError as RedisSlow  # noqa: PLC0415
+
+    rt = Runtime.build(settings)
+    try:
+        layout.check(rt.store)
+    except (RedisDown, RedisSlow):
+        pass
+    except layout.LayoutError:
+        rt.close()
+        raise
+    return rt
 
 
 def read_secret(

@@ -239,6 +239,14 @@ def _operator_parsers(commands: Any) -> None:
     onboard.add_argument("--wait", action="store_true", help="follow until every row finished")
     onboard.set_defaults(handler=job_commands.onboard)
 
+    mig = commands.add_parser(
+        "migrate", help="move Redis data of an earlier signq into this key layout"
+    )
+    mig.add_argument(
+        "--check", action="store_true", help="only say which layout the data is in (exit 1: old)"
+    )
+    mig.set_defaults(handler=service_commands.migrate)
+
     status = commands.add_parser("status", help="queues, jobs, gates, accounts, scheduler")
     status.add_argument("--json", action="store_true")
     status.set_defaults(handler=tracking_commands.status)

@@ -50,6 +50,32 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
     os.execv(sys.executable, argv)  # noqa: S606 - replaces this process with the worker
 
 
+def migrate(args: argparse.Namespace, settings: Settings) -> int:
+    """`signq migrate`: move Redis data written by an earlier signq into this key layout."""
+    from worker import layout  # noqa: PLC0415
+    from worker.keys import LAYOUT  # noqa: PLC0415
+    from worker.store import Store  # noqa: PLC0415
+
+    store = Store(settings)
+    try:
+        before = layout.version(store)
+        if args.check:
+            print(f"key layout {before or 'none (no data yet)'}; this signq uses {LAYOUT}")
+            return 0 if before in (None, LAYOUT) else 1
+        done = layout.migrate(store)
+    finally:
+        store.close()
+    if before in (None, LAYOUT):
+        print(f"key layout {LAYOUT} already: nothing to move")
+        return 0
+    moved = ", ".join(f"{kind} {n}" for kind, n in sorted(done.renamed.items())) or "none"
+    print(
+        f"key layout {before} -> {LAYOUT}: renamed {sum(done.renamed.values())} keys ({moved}); "
+        f"{done.idempotency_keys} idempotency keys moved into their accounts' hashes"
+    )
+    return 0
+
+
 def scheduler(args: argparse.Namespace, settings: Settings) -> int:
     """`signq scheduler`: tick while leader, stand by otherwise; SIGTERM resigns and exits."""
     import signal  # noqa: PLC0415

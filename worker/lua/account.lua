@@ -1,5 +1,6 @@
 -- Pause or resume an account. ARGV[4] account, ARGV[5] 'pause'|'resume', ARGV[6] event JSON,
 -- ARGV[7] reason. Resume re-queues every job that waited; their ids are returned as JSON.
+-- Resume wants the records of the jobs that wait declared.
 local name = ARGV[4]
 local acc = K.account(name)
 if redis.call('EXISTS', acc) == 0 then return {'no_account', '[]'} end
@@ -11,9 +12,12 @@ if ARGV[5] == 'pause' then
   return {'paused', '[]'}
 end
 if status ~= 'paused' then return {'unchanged', '[]'} end
+local ids = redis.call('SMEMBERS', K.waiting(name))
+for _, id in ipairs(ids) do want(N.job(id)) end
+local wanted = wanting()
+if wanted then return wanted end
 redis.call('HSET', acc, 'status', 'active')
 redis.call('HDEL', acc, 'paused_reason', 'paused_at')
-local ids = redis.call('SMEMBERS', K.waiting(name))
 redis.call('DEL', K.waiting(name))
 local queued = {}
 for _, id in ipairs(ids) do

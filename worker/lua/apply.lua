@@ -1,7 +1,7 @@
 -- Apply one state change to a job atomically, compare-and-set on its state, with everything
 -- that goes with it: gate release and hand-off, account pause/block, tracking, the outbox,
 -- events. ARGV[4]: JSON spec (see worker/store.py, Change). Returns {applied, previous state,
--- next job}. The job's fields are written in one HSET and one HDEL: each Redis command counts
+-- next job}, or the keys it wants declared. The job's fields are written in one HSET and one HDEL: each Redis command counts
 -- on the hot path (a submission's outcome is one run of this script).
 local s = cjson.decode(ARGV[4])
 local id = s.id
@@ -9,6 +9,12 @@ local jk = K.job(id)
 local current = redis.call('HMGET', jk, 'state', 'account')
 local state, account = current[1], current[2]
 if not state then return {0, '', ''} end
+-- The plan: the account's keys and the signatures tracked or untracked, by name.
+want_account(account)
+if s.track then want(N.signature(account, s.track.sign_id)) end
+if s.untrack then want(N.signature(account, s.untrack)) end
+local wanted = wanting()
+if wanted then return wanted end
 if s.from then
   local ok = false
   for _, f in ipairs(s.from) do if f == state then ok = true end end

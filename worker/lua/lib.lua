@@ -1,5 +1,9 @@
 -- Shared by every signq script. ARGV[1] is the key prefix (P, used by the K builders),
 -- ARGV[2] the events stream's approximate MAXLEN, ARGV[3] the outbox grace in ms.
+-- Every key a script touches is declared in KEYS (``K.name`` fails on any other). A key a
+-- script can only name once it runs (a job named in a record) is asked for instead: the
+-- script's plan, before any write, calls ``want(N.name(...))`` for each, and ``wanting()``
+-- returns them to the caller, which runs the script again with them declared.
 -- NOW is Redis's clock, the one clock every process shares: no host's clock sets a deadline
 -- that another host compares.
 local CLOCK = redis.call('TIME')
@@ -7,6 +11,20 @@ local NOW = tonumber(CLOCK[1]) * 1000 + math.floor(tonumber(CLOCK[2]) / 1000)
 local MAXLEN = ARGV[2]
 local GRACE = tonumber(ARGV[3])
 local TERMINAL = {approved = true, rejected = true, deleted = true, failed = true, cancelled = true}
+
+local WANTED = {}
+local function want(name)
+  if not DECLARED[name] and not WANTED[name] then
+    WANTED[name] = true
+    WANTED[#WANTED + 1] = name
+  end
+end
+local function wanting()
+  if #WANTED == 0 then return nil end
+  local reply = {'__want'}
+  for _, name in ipairs(WANTED) do reply[#reply + 1] = name end
+  return reply
+end
 
 local function hgetall(key)
   local flat = redis.call('HGETALL', key)
@@ -47,28 +65,36 @@ local function publish(event)
   redis.call('PUBLISH', K.events(), event)
 end
 
--- Hand the account's gate to the first job still parked in its FIFO (skipping jobs cancelled
--- meanwhile): it becomes queued and enters the outbox; the caller sends its message. With
+-- Every per-account key a script may touch: a script that learns an account from a record
+-- asks for them all at once (see plan below).
+local function want_account(account)
+  want(N.account(account))
+  want(N.gate(account))
+  want(N.parked(account))
+  want(N.waiting(account))
+  want(N.unconfirmed(account))
+  want(N.idem(account))
+  want(N.idem_expiry(account))
+  want(N.bucket(account))
+  want(N.jobs_by_account(account))
+end
+
+-- Hand the account's gate to the first job in its FIFO; it enters the outbox and the caller
+-- sends its message. The job's own record is not touched here (its key is one only the FIFO
+-- names, so a script could not declare it): it stays 'parked' until its run starts, which
+-- sees that it holds the gate; a job settled meanwhile hands the gate on at its start. With
 -- nobody parked, the gate is freed. Returns the job id or false.
 local function promote(account)
-  local parked = K.parked(account)
-  while true do
-    local nxt = redis.call('LPOP', parked)
-    if not nxt then
-      redis.call('DEL', K.gate(account))
-      redis.call('SREM', K.gates(), account)
-      return false
-    end
-    local state = redis.call('HGET', K.job(nxt), 'state')
-    if state == 'parked' or state == 'queued' then
-      redis.call('SET', K.gate(account), nxt)
-      redis.call('SADD', K.gates(), account)
-      set_state(nxt, state, 'queued')
-      redis.call('HDEL', K.job(nxt), 'waiting_for')
-      outbox(nxt, NOW + GRACE)
-      return nxt
-    end
+  local nxt = redis.call('LPOP', K.parked(account))
+  if not nxt then
+    redis.call('DEL', K.gate(account))
+    redis.call('SREM', K.gates(), account)
+    return false
   end
+  redis.call('SET', K.gate(account), nxt)
+  redis.call('SADD', K.gates(), account)
+  outbox(nxt, NOW + GRACE)
+  return nxt
 end
 
 -- Release the gate if this job holds it, handing it on. Returns the next job id or false.
@@ -78,7 +104,9 @@ local function release(account, id)
 end
 
 -- A job that is over: off every schedule, its record and idempotency key kept for the
--- retention, its content key freed for a new identical create.
+-- retention, its content key freed for a new identical create. The account's idempotency
+-- hash drops up to two expired keys each time, so it holds only the live ones and those
+-- finished within the retention.
 local function finish_job(id, account, retention)
   local jk = K.job(id)
   redis.call('HSET', jk, 'finished_at', NOW)
@@ -87,12 +115,18 @@ local function finish_job(id, account, retention)
   redis.call('SREM', K.unconfirmed(account), id)
   redis.call('HDEL', jk, 'run_at')
   redis.call('PEXPIRE', jk, retention)
-  local key = redis.call('HGET', jk, 'key')
-  if key and key ~= '' then redis.call('PEXPIRE', K.idem(account, key), retention) end
-  local content = redis.call('HGET', jk, 'content')
-  if content and content ~= '' then
-    local ck = K.idem(account, 'content:' .. content)
-    if redis.call('GET', ck) == id then redis.call('DEL', ck) end
+  local f = redis.call('HMGET', jk, 'key', 'content')
+  local idem, expiry = K.idem(account), K.idem_expiry(account)
+  if f[1] and f[1] ~= '' then
+    redis.call('HSET', idem, 'exp:' .. f[1], NOW + retention)
+    redis.call('ZADD', expiry, NOW + retention, f[1])
+  end
+  if f[2] and f[2] ~= '' and redis.call('HGET', idem, 'content:' .. f[2]) == id then
+    redis.call('HDEL', idem, 'content:' .. f[2])
+  end
+  for _, old in ipairs(redis.call('ZRANGEBYSCORE', expiry, '-inf', NOW, 'LIMIT', 0, 2)) do
+    redis.call('HDEL', idem, 'key:' .. old, 'exp:' .. old)
+    redis.call('ZREM', expiry, old)
   end
 end
 
@@ -161,7 +195,8 @@ local function wh_enqueue(id, endpoint, account, event_id, stream_id, body)
   end
 end
 
--- The (endpoint, account) slot passes to the next waiting delivery, or is freed. The caller
+-- The (endpoint, account) slot passes to the next waiting delivery, or is freed (the caller
+-- planned the next one's key: ``want(N.wh_delivery(LINDEX of the FIFO))``). The caller
 -- sends its message at once, so it is due only at ``at`` (a claim's hold): if that message is
 -- lost, the scheduler sends another then, and never a second one meanwhile.
 local function wh_pass(endpoint, account, at)

@@ -4,12 +4,18 @@
 -- ARGV[4]: JSON {account, sign_id, status (absent: the signature is gone), use_status (absent:
 --   unknown, as in a callback), reason,
 --   retention, delays {pending_ms, max_ms, resolved_ms, jitter}, events {approved, rejected,
---   use_changed, gone}}. Returns {what, next job id or ''}.
+--   use_changed, gone}}. Returns {what, next job id or ''}, or the keys it wants declared.
 local s = cjson.decode(ARGV[4])
 local member = s.account .. ':' .. s.sign_id
 local sk = K.signature(s.account, s.sign_id)
 local rec = hgetall(sk)
 if not rec.since then return {'untracked', ''} end
+-- The plan: a final status finishes the job the record names, whose key the caller declares.
+local final = s.status == nil or s.status == cjson.null or tostring(s.status) == '1'
+    or tostring(s.status) == '2'
+if final and rec.job_id and rec.job_id ~= '' then want(N.job(rec.job_id)) end
+local wanted = wanting()
+if wanted then return wanted end
 local nxt = ''
 local reason = s.reason
 if reason == cjson.null then reason = nil end

@@ -5,9 +5,15 @@ local jk = K.job(id)
 local state = redis.call('HGET', jk, 'state')
 if state ~= 'failed' and state ~= 'cancelled' then return {'refused', state or ''} end
 local account = redis.call('HGET', jk, 'account')
+want_account(account)
+local wanted = wanting()
+if wanted then return wanted end
 redis.call('PERSIST', jk)
 local key = redis.call('HGET', jk, 'key')
-if key and key ~= '' then redis.call('PERSIST', K.idem(account, key)) end
+if key and key ~= '' then
+  redis.call('HDEL', K.idem(account), 'exp:' .. key)
+  redis.call('ZREM', K.idem_expiry(account), key)
+end
 redis.call('HDEL', jk, 'finished_at', 'error', 'first_failure_at', 'uncertain', 'uncertain_since',
            'waiting_for')
 redis.call('HSET', jk, 'attempts', 0)

@@ -4,16 +4,18 @@
 local job = cjson.decode(ARGV[4])
 local account = job.account
 if redis.call('EXISTS', K.account(account)) == 0 then return {'no_account', ''} end
+local idem, expiry = K.idem(account), K.idem_expiry(account)
 if job.key ~= '' then
-  local existing = redis.call('GET', K.idem(account, job.key))
-  if existing and redis.call('EXISTS', K.job(existing)) == 1 then return {'duplicate', existing} end
+  -- A finished job's key expires with its record (exp: when); an expired one is reused.
+  local found = redis.call('HMGET', idem, 'key:' .. job.key, 'exp:' .. job.key)
+  if found[1] and not (found[2] and tonumber(found[2]) <= NOW) then
+    return {'duplicate', found[1]}
+  end
 end
 if job.content ~= '' then
-  local existing = redis.call('GET', K.idem(account, 'content:' .. job.content))
-  if existing then
-    local state = redis.call('HGET', K.job(existing), 'state')
-    if state and not TERMINAL[state] then return {'duplicate', existing} end
-  end
+  -- Held only while its job is not over (finish_job frees it).
+  local existing = redis.call('HGET', idem, 'content:' .. job.content)
+  if existing then return {'duplicate', existing} end
 end
 local state = 'queued'
 if job.gate then
@@ -34,8 +36,12 @@ end
 redis.call('HSET', jk, unpack(args))
 redis.call('ZADD', K.jobs_by_state(state), NOW, job.id)
 redis.call('ZADD', K.jobs_by_account(account), NOW, job.id)
-if job.key ~= '' then redis.call('SET', K.idem(account, job.key), job.id) end
-if job.content ~= '' then redis.call('SET', K.idem(account, 'content:' .. job.content), job.id) end
+if job.key ~= '' then
+  redis.call('HSET', idem, 'key:' .. job.key, job.id)
+  redis.call('HDEL', idem, 'exp:' .. job.key)
+  redis.call('ZREM', expiry, job.key)
+end
+if job.content ~= '' then redis.call('HSET', idem, 'content:' .. job.content, job.id) end
 if state == 'queued' then outbox(job.id, NOW + GRACE) end
 publish(job.accepted)
 if state == 'parked' then

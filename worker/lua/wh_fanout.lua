@@ -5,6 +5,8 @@
 -- order: the first takes the (endpoint, account) slot and is due now, the rest wait in a FIFO.
 -- With no endpoint the cursor just follows the stream (a new endpoint gets no history).
 -- Returns {events read, deliveries made, deliveries due now}.
+-- ARGV[5]: the last stream id to fan out this time (the stream's tail when the caller began),
+-- so that the keys a run asks for stay the ones the next run needs.
 local function due_now() return redis.call('ZCOUNT', K.wh_due(), '-inf', NOW) end
 local ids = redis.call('SMEMBERS', K.webhooks())
 if #ids == 0 then
@@ -14,6 +16,10 @@ if #ids == 0 then
   end
   return {0, 0, due_now()}
 end
+-- The plan, first: every endpoint's record.
+for _, id in ipairs(ids) do want(N.webhook(id)) end
+local wanted = wanting()
+if wanted then return wanted end
 
 local function after(a, b)
   local am, as = string.match(a, '^(%d+)-(%d+)$')
@@ -38,8 +44,9 @@ for _, id in ipairs(ids) do
 end
 
 local cursor = redis.call('GET', K.wh_cursor()) or '0-0'
-local entries = redis.call('XRANGE', K.events(), '(' .. cursor, '+', 'COUNT', tonumber(ARGV[4]))
-local made = 0
+local entries = redis.call('XRANGE', K.events(), '(' .. cursor, ARGV[5], 'COUNT', tonumber(ARGV[4]))
+-- Then the plan's second part: each delivery's record, slot and FIFO; the writes after it.
+local deliveries = {}
 for _, entry in ipairs(entries) do
   local sid, fields = entry[1], entry[2]
   local raw
@@ -50,12 +57,18 @@ for _, entry in ipairs(entries) do
     for _, ep in ipairs(endpoints) do
       if after(sid, ep.since) and (ep.any_type or ep.types[ev.type])
           and (ep.any_account or ep.accounts[account]) then
-        wh_enqueue(ep.id .. ':' .. sid, ep.id, account, tostring(ev.id or sid), sid, raw)
-        made = made + 1
+        local id = ep.id .. ':' .. sid
+        want(N.wh_delivery(id))
+        want(N.wh_slot(ep.id, account))
+        want(N.wh_fifo(ep.id, account))
+        deliveries[#deliveries + 1] = {id, ep.id, account, tostring(ev.id or sid), sid, raw}
       end
     end
   end
   cursor = sid
 end
+wanted = wanting()
+if wanted then return wanted end
+for _, d in ipairs(deliveries) do wh_enqueue(d[1], d[2], d[3], d[4], d[5], d[6]) end
 if #entries > 0 then redis.call('SET', K.wh_cursor(), cursor) end
-return {#entries, made, due_now()}
+return {#entries, #deliveries, due_now()}

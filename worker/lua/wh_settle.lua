@@ -6,13 +6,27 @@
 -- A retry keeps the (endpoint, account) slot, so later events wait: order holds. Delivered,
 -- dead or dropped pass the slot to the next delivery in the FIFO. A failure starts or extends
 -- the endpoint's failing period; past ARGV[11] the endpoint is disabled and the event published.
--- Returns {outcome, next delivery id or '', 'disabled' or ''}.
+-- Returns {outcome, next delivery id or '', 'disabled' or ''}, or the keys it wants declared.
 local id, outcome = ARGV[4], ARGV[5]
 local dk = K.wh_delivery(id)
 local d = hgetall(dk)
 if not d.endpoint or d.state ~= 'pending' then return {'stale', '', ''} end
-redis.call('DEL', K.wh_lock(id))
 local ep, account = d.endpoint, d.account
+-- The plan: the endpoint's keys, the (endpoint, account) slot and FIFO, then the next delivery.
+want(N.webhook(ep))
+want(N.wh_attempts(ep))
+want(N.wh_dead(ep))
+want(N.wh_slot(ep, account))
+want(N.wh_fifo(ep, account))
+local wanted = wanting()
+if wanted then return wanted end
+if outcome ~= 'retry' then
+  local head = redis.call('LINDEX', K.wh_fifo(ep, account), 0)
+  if head then want(N.wh_delivery(head)) end
+  wanted = wanting()
+  if wanted then return wanted end
+end
+redis.call('DEL', K.wh_lock(id))
 local epk = K.webhook(ep)
 if ARGV[7] ~= '' then
   redis.call('LPUSH', K.wh_attempts(ep), ARGV[7])

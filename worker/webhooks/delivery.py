@@ -101,16 +101,22 @@ class Deliveries:
     def pump(self) -> Pumped:
         """Fan new events out to deliveries and send for those due (the scheduler's tick)."""
         read = made = waiting = 0
+        k = self.keys
+        fanout = self.store.script(
+            "wh_fanout", keys=[k.webhooks(), k.events(), k.wh_cursor(), k.wh_due()]
+        )
         for _ in range(FANOUT_ROUNDS):
+            # Up to the stream's tail now: the keys one run asks for are what the next needs.
+            upto = events.tail(self.store.redis, k.events())
             batch, new, waiting = (
-                int(x) for x in texts(self.store.script("wh_fanout")(FANOUT_BATCH))
+                int(x) for x in texts(fanout(FANOUT_BATCH, "+" if upto == "0-0" else upto))
             )
             read, made = read + batch, made + new
             if batch < FANOUT_BATCH:
                 break
         if not waiting:
             return Pumped(read, made, 0)
-        due = texts(self.store.script("wh_claim")(CLAIM_BATCH, self.hold_ms))
+        due = texts(self.store.script("wh_claim", keys=[k.wh_due()])(CLAIM_BATCH, self.hold_ms))
         if due:
             self.dispatch.webhooks(due)
         return Pumped(read, made, len(due))
@@ -237,7 +243,7 @@ class Deliveries:
             else ""
         )
         result, nxt, disabled = texts(
-            self.store.script("wh_settle")(
+            self.store.script("wh_settle", keys=self._settle_keys(delivery_id, data))(
                 delivery_id,
                 outcome,
                 wait_ms,
@@ -310,9 +316,30 @@ class Deliveries:
         self, delivery_id: str, endpoint: str, *, account: str, event_id: str, sid: str, body: str
     ) -> None:
         if not int(
-            self.store.script("wh_enqueue")(delivery_id, endpoint, account, event_id, sid, body)
+            self.store.script(
+                "wh_enqueue", keys=self._enqueue_keys(delivery_id, endpoint, account)
+            )(delivery_id, endpoint, account, event_id, sid, body)
         ):
             raise WebhookError(f"no webhook endpoint {endpoint!r}")
+
+    def _settle_keys(self, delivery_id: str, data: dict[str, str]) -> list[str]:
+        k = self.keys
+        keys = [k.wh_delivery(delivery_id), k.wh_lock(delivery_id), k.wh_due(), k.events()]
+        endpoint, account = data.get("endpoint"), data.get("account")
+        if endpoint is not None and account is not None:
+            keys += [k.webhook(endpoint), k.wh_attempts(endpoint), k.wh_dead(endpoint)]
+            keys += [k.wh_slot(endpoint, account), k.wh_fifo(endpoint, account)]
+        return keys
+
+    def _enqueue_keys(self, delivery_id: str, endpoint: str, account: str) -> list[str]:
+        k = self.keys
+        return [
+            k.webhook(endpoint),
+            k.wh_delivery(delivery_id),
+            k.wh_slot(endpoint, account),
+            k.wh_fifo(endpoint, account),
+            k.wh_due(),
+        ]
 
     def attempts(self, endpoint_id: str, limit: int = 50) -> list[dict[str, Any]]:
         """An endpoint's latest attempts, newest first."""
