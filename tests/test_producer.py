@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import fakeredis
 import pytest
 
 from tests.conftest import delete_prefix
@@ -16,6 +17,8 @@ from worker.errors import JobError
 from worker.jsms import Image, ValidationError
 from worker.records import JobSpec
 from worker.runtime import Runtime
+from worker.settings import Settings
+from worker.store import Store
 
 
 def stored_jobs(system: System) -> int:
@@ -222,3 +225,23 @@ def test_bad_images_are_a_validation_error_naming_the_field(
     with pytest.raises(ValidationError, match=says):
         system.runtime.jobs.create(account, "坏图", images=images)  # type: ignore[arg-type]
     assert system.runtime.jobs.find(account=account) == []
+
+
+def test_sent_moves_a_large_batch_and_leaves_a_started_job_out() -> None:
+    """A bulk submission's `sent` moves every outbox entry of its batch to the redelivery
+    deadline, past the 500 members one ZADD takes; an entry gone meanwhile (its run started)
+    is not put back. The same for renewed leases."""
+    store = Store(Settings(prefix="t"), client=fakeredis.FakeRedis(decode_responses=True))
+    ids = [f"j{i}" for i in range(1203)]
+    store.redis.zadd(store.keys.outbox(), {i: 1 for i in ids[:-1]})  # the last one started
+    store.sent(600_000, ids)
+    scores = dict(store.redis.zrange(store.keys.outbox(), 0, -1, withscores=True))
+    assert len(scores) == 1202
+    assert min(scores.values()) > store.time_ms() + 590_000
+    assert "j1202" not in scores
+    store.redis.zadd(store.keys.inflight(), {"a": 1, "b": 1})
+    store.renew(4000, ["a", "c"])
+    leases = dict(store.redis.zrange(store.keys.inflight(), 0, -1, withscores=True))
+    assert leases["b"] == 1
+    assert leases["a"] > store.time_ms()
+    assert "c" not in leases

@@ -195,7 +195,7 @@ class Keys:
         return self._key("orphaned")
 
     def bucket(self, name: str) -> str:
-        """Hash: a token bucket (``*`` is the global one)."""
+        """String ``"tokens ms"``: a token bucket (``*`` is the global one)."""
         return self._key("bucket", name)
 
     def events(self) -> str:

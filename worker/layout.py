@@ -2,9 +2,10 @@
 ``signq migrate`` moves data written by an earlier signq into this one, in place.
 
 Layout 1 (before hash tags): per-account keys named ``account:NAME``, idempotency keys one
-string each (``idem:NAME:KEY``, with the job's TTL). Layout 2: per-account keys carry the
-account as their hash tag (``account:{NAME}``), and an account's idempotency keys are fields of
-one hash (``idem:{NAME}``) with their expiry in a sorted set (``idem:expiry:{NAME}``).
+string each (``idem:NAME:KEY``, with the job's TTL), rate-limit buckets hashes. Layout 2:
+per-account keys carry the account as their hash tag (``account:{NAME}``), an account's
+idempotency keys are fields of one hash (``idem:{NAME}``) with their expiry in a sorted set
+(``idem:expiry:{NAME}``), and a rate-limit bucket is one string.
 
 A migration renames keys one at a time; stop the workers and schedulers first. It can be run
 again after an interruption: each step looks for what is still in the old layout.
@@ -26,7 +27,6 @@ _RENAMED = (
     "waiting",
     "unconfirmed",
     "orphans",
-    "bucket",
 )
 _SCAN = 1000
 
@@ -108,6 +108,9 @@ def _account(store: Store, account: str, done: Migrated) -> None:
     _rename(
         store, f"{p}:jobs:account:{account}", k.jobs_by_account(account), "jobs_by_account", done
     )
+    # A rate-limit bucket is a hash in layout 1 and a string now; it only says how many requests
+    # were made in the last seconds: dropped, not moved.
+    store.redis.delete(f"{p}:bucket:{account}")
 
 
 def _scanned(store: Store, done: Migrated) -> None:

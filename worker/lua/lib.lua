@@ -60,6 +60,21 @@ local function outbox(id, at)
   redis.call('ZADD', K.outbox(), at, id)
 end
 
+-- Move the members ARGV[from..] that are in a sorted set to one score (ZADD XX: a member gone
+-- meanwhile stays gone), one command per 500 of them. Returns how many were given.
+local function rescore(key, score, from)
+  local args = {}
+  for i = from, #ARGV do
+    args[#args + 1] = score
+    args[#args + 1] = ARGV[i]
+    if #args == 1000 or i == #ARGV then
+      redis.call('ZADD', key, 'XX', unpack(args))
+      args = {}
+    end
+  end
+  return math.max(0, #ARGV - from + 1)
+end
+
 local function publish(event)
   redis.call('XADD', K.events(), 'MAXLEN', '~', MAXLEN, '*', 'event', event)
   redis.call('PUBLISH', K.events(), event)
@@ -153,11 +168,16 @@ end
 
 -- Token buckets: tokens refill at rate per second up to burst; a request takes one. Returns 0
 -- when both the global and the account's bucket had a token (both taken), else the ms to wait.
+-- A bucket is one string, "tokens ts", that expires once it would be full again: one GET to
+-- read it and one SET to take from it.
 local function bucket(key, rate, burst)
   if rate <= 0 then return 0, 0 end
-  local b = redis.call('HMGET', key, 'tokens', 'ts')
-  local tokens = tonumber(b[1]) or burst
-  local ts = tonumber(b[2]) or NOW
+  local tokens, ts = burst, NOW
+  local stored = redis.call('GET', key)
+  if stored then
+    local t, at = string.match(stored, '^(%S+) (%S+)$')
+    tokens, ts = tonumber(t) or burst, tonumber(at) or NOW
+  end
   tokens = math.min(burst, tokens + math.max(0, NOW - ts) * rate / 1000)
   if tokens >= 1 then return 0, tokens end
   return math.ceil((1 - tokens) * 1000 / rate), tokens
@@ -165,8 +185,8 @@ end
 
 local function take(key, tokens, rate, burst)
   if rate <= 0 then return end
-  redis.call('HSET', key, 'tokens', tostring(tokens - 1), 'ts', NOW)
-  redis.call('PEXPIRE', key, math.ceil(burst * 1000 / rate) + 1000)
+  redis.call('SET', key, tostring(tokens - 1) .. ' ' .. NOW, 'PX',
+             math.ceil(burst * 1000 / rate) + 1000)
 end
 
 local function throttle(account, grate, gburst, arate, aburst)
