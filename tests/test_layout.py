@@ -60,6 +60,17 @@ def test_an_older_layout_is_refused_until_migrated(store: Store) -> None:
     assert store.redis.get(store.keys.layout()) is None  # refused: nothing marked
 
 
+def test_a_process_that_started_before_redis_checks_at_its_first_script(store: Store) -> None:
+    """A worker that started while Redis was away (so its start-up check could not run) checks
+    before its first script writes anything: old data is refused, not written over."""
+    write_layout_1(store)
+    with pytest.raises(layout.LayoutError, match="run signq migrate"):
+        store.lead("node-1", 1000)
+    assert store.redis.get(store.keys.leader()) is None
+    layout.migrate(store)
+    assert store.lead("node-1", 1000)
+
+
 def test_the_migration_moves_every_kind_of_key(store: Store) -> None:
     write_layout_1(store)
     p, k, r = store.settings.prefix, store.keys, store.redis

@@ -6,6 +6,7 @@ asking for keys (``want``) at work."""
 from __future__ import annotations
 
 import re
+import uuid
 from importlib import resources
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import fakeredis
 import pytest
 import redis
 
+from tests.conftest import delete_prefix
 from worker.keys import Keys
 from worker.settings import Settings
 from worker.store import _HEADER, KeysWanted, Store, _lua
@@ -123,7 +125,7 @@ def test_the_parse_finds_an_unchecked_key() -> None:
 def test_a_key_not_declared_fails_the_script(redis_url: str) -> None:
     """K.name refuses a key the caller did not declare (as a Redis Cluster would refuse a key of
     another slot), before the script touches it."""
-    settings = Settings(redis_url=redis_url, prefix=f"t-undeclared-{id(object())}")
+    settings = Settings(redis_url=redis_url, prefix=f"t-undeclared-{uuid.uuid4().hex[:8]}")
     store = Store(settings)
     try:
         with pytest.raises(redis.ResponseError, match=r"did not declare: .*scheduler:leader"):
@@ -131,7 +133,7 @@ def test_a_key_not_declared_fails_the_script(redis_url: str) -> None:
         assert store.redis.exists(store.keys.leader()) == 0
         assert store.lead("node-1", 1000)
     finally:
-        store.redis.delete(store.keys.leader())
+        delete_prefix(redis_url, settings.prefix)
         store.close()
 
 

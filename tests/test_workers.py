@@ -95,6 +95,7 @@ def test_a_crash_after_the_hand_off_before_the_enqueue_loses_nothing(
         store = system.runtime.store
         assert store.redis.get(store.keys.gate(account)) == second
         assert system.state(second) == "parked"
+        assert system.runtime.jobs.require(second).waiting_for == "start"
         assert system.elapse_outbox_grace() == 1
         system.runtime.reaper.tick()
         wait_for(lambda: system.state(second) == "pending_audit", what="the next job to run")

@@ -63,6 +63,11 @@ class WebhookError(SignqError, ValueError):
     unknown endpoint); the message says why."""
 
 
+class LayoutError(SignqError, RuntimeError):
+    """Redis holds signq data in a key layout this signq cannot use as it is (``signq
+    migrate``, or a newer signq)."""
+
+
 class EmbeddedRedisError(SignqError, RuntimeError):
     """No redis-server binary could be found or started."""
 

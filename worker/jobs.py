@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -236,9 +237,18 @@ class Jobs:
         return data if isinstance(data, bytes) else None
 
     def get(self, job_id: str) -> JobRecord | None:
-        """A job record, or None."""
+        """A job record, or None. A parked job the gate was handed to (its record is left as it
+        was until its run starts) shows ``waiting_for: start``."""
         data = fields(self.store.redis.hgetall(self.keys.job(job_id)))
-        return JobRecord.from_hash(data) if data else None
+        if not data:
+            return None
+        record = JobRecord.from_hash(data)
+        self.store.known(job_id, record.account)
+        if record.state == "parked" and record.waiting_for == "gate":
+            holder = self.store.redis.get(self.keys.gate(record.account))
+            if text(holder) == job_id:
+                record = replace(record, waiting_for="start")
+        return record
 
     def require(self, job_id: str) -> JobRecord:
         """A job record, or an error naming the id."""

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from worker.errors import SignqError
+from worker.errors import LayoutError
 from worker.keys import LAYOUT
 from worker.store import Store, text, texts
+
+__all__ = ["LayoutError", "Migrated", "check", "migrate", "version"]
 
 # Per-account keys of layout 1 that are renamed as they are: name -> the Keys method.
 _RENAMED = (
@@ -29,10 +31,6 @@ _RENAMED = (
     "orphans",
 )
 _SCAN = 1000
-
-
-class LayoutError(SignqError):
-    """Redis holds signq data in a layout this signq cannot use as it is."""
 
 
 @dataclass
@@ -48,31 +46,13 @@ class Migrated:
 
 
 def version(store: Store) -> int | None:
-    """The layout the data is in: the stored version, 1 for older data, None for no data."""
-    stored = store.redis.get(store.keys.layout())
-    if stored is not None:
-        return int(text(stored))
-    return 1 if _old_data(store) else None
+    """The layout the data is in (``Store.layout_version``)."""
+    return store.layout_version()
 
 
 def check(store: Store) -> None:
-    """Refuse a layout this code does not know; mark a new deployment's Redis as this one."""
-    found = version(store)
-    where = f"prefix {store.settings.prefix!r}"
-    if found is None:
-        store.redis.set(store.keys.layout(), LAYOUT, nx=True)
-        found = version(store)
-    if found == LAYOUT:
-        return
-    if found is not None and found > LAYOUT:
-        raise LayoutError(
-            f"the Redis data under {where} is in key layout {found}, newer than this signq's "
-            f"{LAYOUT}: upgrade signq on this host"
-        )
-    raise LayoutError(
-        f"the Redis data under {where} is in key layout {found}; this signq uses {LAYOUT}: "
-        "stop the workers and schedulers and run signq migrate"
-    )
+    """Refuse a layout this code does not know (``Store.check_layout``)."""
+    store.check_layout()
 
 
 def migrate(store: Store) -> Migrated:
@@ -80,19 +60,13 @@ def migrate(store: Store) -> Migrated:
     before = version(store)
     done = Migrated(before or LAYOUT)
     if before is not None and before > LAYOUT:
-        check(store)  # raises: newer than this code
+        store.check_layout()  # raises: newer than this code
     if before == 1:
         for account in texts(store.redis.smembers(store.keys.accounts())):
             _account(store, account, done)
         _scanned(store, done)
     store.redis.set(store.keys.layout(), LAYOUT)
     return done
-
-
-def _old_data(store: Store) -> bool:
-    p = store.settings.prefix
-    sample = texts(store.redis.srandmember(store.keys.accounts(), 20))
-    return any(store.redis.exists(f"{p}:account:{name}") for name in sample)
 
 
 def _rename(store: Store, old: str, new: str, kind: str, done: Migrated) -> None:

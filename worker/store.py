@@ -19,7 +19,8 @@ from typing import Any
 import redis
 
 from worker.connections import redis_client
-from worker.keys import JOB_STATES, Keys
+from worker.errors import LayoutError
+from worker.keys import JOB_STATES, LAYOUT, Keys
 from worker.settings import RateLimits, Settings
 
 
@@ -253,6 +254,38 @@ class Store:
             *(k.jobs_by_state(state) for state in JOB_STATES),
         ]
         self._accounts: dict[str, str] = {}
+        self._layout_checked = False
+
+    def layout_version(self) -> int | None:
+        """The key layout the data is in: the stored version, 1 for data of a signq from
+        before versions were stored, None for no data yet."""
+        stored = self.redis.get(self.keys.layout())
+        if stored is not None:
+            return int(text(stored))
+        p = self.settings.prefix
+        sample = texts(self.redis.srandmember(self.keys.accounts(), 20))
+        return 1 if any(self.redis.exists(f"{p}:account:{name}") for name in sample) else None
+
+    def check_layout(self) -> None:
+        """Refuse data in a layout this code does not know; mark a new deployment's Redis as
+        this layout. Done once per process, before its first script runs, whenever Redis
+        answers then (a process may start before Redis does)."""
+        found = self.layout_version()
+        if found is None:
+            self.redis.set(self.keys.layout(), LAYOUT, nx=True)
+            found = self.layout_version()
+        where = f"prefix {self.settings.prefix!r}"
+        if found is not None and found > LAYOUT:
+            raise LayoutError(
+                f"the Redis data under {where} is in key layout {found}, newer than this "
+                f"signq's {LAYOUT}: upgrade signq on this host"
+            )
+        if found != LAYOUT:
+            raise LayoutError(
+                f"the Redis data under {where} is in key layout {found}; this signq uses "
+                f"{LAYOUT}: stop the workers and schedulers and run signq migrate"
+            )
+        self._layout_checked = True
 
     def _argv(self, args: Sequence[object]) -> list[Any]:
         s = self.settings
@@ -261,11 +294,15 @@ class Store:
     def _run(self, name: str, *args: object, keys: Sequence[str] = ()) -> Any:
         """Run a script with the common arguments (prefix, events MAXLEN, outbox grace) first
         and ``keys`` declared, again with the keys it asks for while it asks."""
+        if not self._layout_checked:
+            self.check_layout()
         argv = self._argv(args)
         return self._rerun(name, argv, list(keys), self._scripts[name](keys=keys, args=argv))
 
     def _queue(self, pipe: Any, name: str, *args: object, keys: Sequence[str] = ()) -> None:
         """Queue a script run on a pipeline; ``_rerun`` its reply after ``execute``."""
+        if not self._layout_checked:
+            self.check_layout()
         self._scripts[name](keys=keys, args=self._argv(args), client=pipe)
 
     def _rerun(self, name: str, argv: list[Any], keys: list[str], reply: Any) -> Any:
