@@ -130,3 +130,22 @@ def test_accounts_are_independent(system: System) -> None:
     first_of_other = system.runtime.jobs.create(other, "另一个").job_id
     assert gate(system, other) == first_of_other
     assert system.state(first_of_other) == "queued"
+
+
+def test_a_running_job_is_listed_by_its_lease(system: System) -> None:
+    """'submitting' is indexed by the in-flight leases (no index of its own): a claimed job is
+    listed and counted as submitting while it holds its lease, and leaving the state clears
+    the lease."""
+    account = system.tenant()
+    job_id = system.runtime.jobs.create(account, "运行").job_id
+    store, s = system.runtime.store, system.settings
+    claim = store.start(job_id, int(s.lease_seconds * 1000), s.rate_limits)
+    assert claim.outcome == "run"
+    assert [r.id for r in system.runtime.jobs.find(state="submitting")] == [job_id]
+    assert store.redis.zscore(store.keys.inflight(), job_id) is not None
+    assert not store.redis.exists(f"{s.prefix}:jobs:state:submitting")
+    applied = store.apply(Change(id=job_id, from_=["submitting"], to="queued", retry_in=60_000))
+    assert applied.applied
+    assert store.redis.zscore(store.keys.inflight(), job_id) is None
+    assert system.runtime.jobs.find(state="submitting") == []
+    assert [r.id for r in system.runtime.jobs.find(state="queued")] == [job_id]

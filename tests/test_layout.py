@@ -35,6 +35,7 @@ def write_layout_1(store: Store) -> None:
     r.sadd(f"{p}:accounts", "acme")
     r.hset(f"{p}:account:acme", mapping={"app_key": "k" * 24, "status": "active"})
     r.set(f"{p}:gate:acme", "j1")
+    r.zadd(f"{p}:jobs:state:submitting", {"j0": 1})
     r.hset(f"{p}:bucket:acme", mapping={"tokens": "4.5", "ts": "1"})
     r.rpush(f"{p}:parked:acme", "j2")
     r.zadd(f"{p}:jobs:account:acme", {"j1": 1, "j2": 2})
@@ -95,6 +96,7 @@ def test_the_migration_moves_every_kind_of_key(store: Store) -> None:
     assert 0 < r.ttl(k.nonce("acme", "n-1")) <= 600  # a rename keeps the TTL
     assert r.get(k.wh_slot("ep_1", "acme")) == "d1"
     assert not r.exists(k.bucket("acme"))  # rate-limit state is dropped, not moved
+    assert not r.exists(f"{p}:jobs:state:submitting")  # running jobs: their leases
     idem = r.hgetall(k.idem("acme"))
     assert idem["key:order-7"] == "j1"
     assert idem["content:abc123"] == "j2"

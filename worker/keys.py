@@ -124,7 +124,10 @@ class Keys:
         return self._key("job", job_id)
 
     def jobs_by_state(self, state: str) -> str:
-        """Sorted set of job ids in a state, by time of entering it."""
+        """Sorted set of job ids in a state, by time of entering it; for ``submitting``, the
+        in-flight leases (by deadline): a running job's lease is its index."""
+        if state == "submitting":
+            return self.inflight()
         return self._key("jobs_by_state", state)
 
     def jobs_by_account(self, account: str) -> str:

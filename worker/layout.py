@@ -62,6 +62,8 @@ def migrate(store: Store) -> Migrated:
     if before is not None and before > LAYOUT:
         store.check_layout()  # raises: newer than this code
     if before == 1:
+        # Layout 1 indexed running jobs apart; their leases are their index now.
+        store.redis.delete(f"{store.settings.prefix}:jobs:state:submitting")
         for account in texts(store.redis.smembers(store.keys.accounts())):
             _account(store, account, done)
         _scanned(store, done)

@@ -49,7 +49,10 @@ if s.retry_in then
 end
 if #dels > 0 then redis.call('HDEL', jk, unpack(dels)) end
 if s.stamp then redis.call('HSETNX', jk, s.stamp, NOW) end
-if s.lease_clear then redis.call('ZREM', K.inflight(), id) end
+-- Leaving 'submitting' cleared the lease already (set_state).
+if s.lease_clear and not (s.to and s.to ~= state and state == 'submitting') then
+  redis.call('ZREM', K.inflight(), id)
+end
 -- A running job is in no parked FIFO and no paused account's waiting set (it left them to
 -- run), so only a job settled from elsewhere is looked for there.
 if s.unpark and state ~= 'submitting' then

@@ -44,8 +44,15 @@ local function set_state(id, old, new, extra)
   for _, v in ipairs(extra or {}) do args[#args + 1] = v end
   redis.call('HSET', jk, unpack(args))
   if old == new then return end
-  if old then redis.call('ZREM', K.jobs_by_state(old), id) end
-  redis.call('ZADD', K.jobs_by_state(new), NOW, id)
+  -- A running job's index is its lease (the in-flight set, scored by the lease's deadline:
+  -- start writes it), so entering 'submitting' costs no index write and leaving it clears the
+  -- lease.
+  if old == 'submitting' then
+    redis.call('ZREM', K.inflight(), id)
+  elseif old then
+    redis.call('ZREM', K.jobs_by_state(old), id)
+  end
+  if new ~= 'submitting' then redis.call('ZADD', K.jobs_by_state(new), NOW, id) end
   -- An account's unconfirmed creates, for a callback or a late answer to settle by sign id.
   if old == 'unconfirmed' or new == 'unconfirmed' then
     local key = K.unconfirmed(redis.call('HGET', jk, 'account'))
