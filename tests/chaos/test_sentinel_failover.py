@@ -44,7 +44,7 @@ def sentinel_cluster(tmp: Path) -> Iterator[tuple[subprocess.Popen[bytes], list[
     for port in sentinels:
         conf = tmp / f"sentinel-{port}.conf"
         conf.write_text(
-            f"port {port}\nbind 127.0.0.1\n"
+            f"port {port}\nbind 127.0.0.1\nlogfile {tmp / f'sentinel-{port}.log'}\n"
             f"sentinel monitor {MASTER} 127.0.0.1 {primary} 2\n"
             f"sentinel down-after-milliseconds {MASTER} 1000\n"
             f"sentinel failover-timeout {MASTER} 5000\n"
@@ -53,9 +53,9 @@ def sentinel_cluster(tmp: Path) -> Iterator[tuple[subprocess.Popen[bytes], list[
         start(str(conf), "--sentinel")
     try:
 
-        def ready() -> bool:
+        def sees_all(port: int) -> bool:
             try:
-                client = redis.Redis(port=sentinels[0], socket_timeout=1)
+                client = redis.Redis(port=port, socket_timeout=1)
                 replicas = client.sentinel_slaves(MASTER)
                 others = client.sentinel_sentinels(MASTER)
                 client.close()
@@ -67,7 +67,13 @@ def sentinel_cluster(tmp: Path) -> Iterator[tuple[subprocess.Popen[bytes], list[
                 and replicas[0].get("master-link-status") == "ok"
             )
 
-        wait_for(ready, timeout=30, what="the sentinels to see the replica and each other")
+        # Every sentinel must know the replica and the two others: a failover needs a majority
+        # to elect a leader, and a sentinel that has not heard the others' hellos cannot vote.
+        wait_for(
+            lambda: all(sees_all(port) for port in sentinels),
+            timeout=30,
+            what="the sentinels to see the replica and each other",
+        )
         yield primary_proc, sentinels, primary, replica
     finally:
         for process in procs:
@@ -111,15 +117,30 @@ def test_work_resumes_on_the_promoted_replica_by_itself(
             started = time.monotonic()
 
             def promoted() -> bool:
-                client = redis.Redis(port=sentinels[0], socket_timeout=1)
-                try:
-                    return client.sentinel_get_master_addr_by_name(MASTER)[1] == replica
-                except redis.RedisError:
-                    return False
-                finally:
-                    client.close()
+                for port in sentinels:
+                    client = redis.Redis(port=port, socket_timeout=1)
+                    try:
+                        if client.sentinel_get_master_addr_by_name(MASTER)[1] == replica:
+                            return True
+                    except redis.RedisError:
+                        pass
+                    finally:
+                        client.close()
+                return False
 
-            wait_for(promoted, timeout=30, what="the sentinels to promote the replica")
+            try:
+                # A failed election is retried after twice the failover timeout (10 s): on a
+                # loaded 2-core machine the first can fail, so two retries fit in the wait.
+                wait_for(promoted, timeout=45, what="the sentinels to promote the replica")
+            except AssertionError as exc:
+                logs = "".join(
+                    f"\n--- sentinel {port}:\n"
+                    + "".join(
+                        (tmp_path / f"sentinel-{port}.log").read_text().splitlines(True)[-15:]
+                    )
+                    for port in sentinels
+                )
+                raise AssertionError(f"{exc}; what the sentinels said:{logs}") from None
             failover_s = time.monotonic() - started
 
             def submit_after() -> list[str]:
