@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from importlib import resources
 from typing import Any
 
@@ -72,13 +73,18 @@ class Change:
     events: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
-        """The spec the script reads; empty parts are left out."""
-        spec = {k: v for k, v in asdict(self).items() if v not in (None, False, [], {})}
+        """The spec the script reads; empty parts are left out. The fields are read as they
+        are (``asdict`` would deep-copy each dict and list first, on every transition)."""
+        values = ((f.name, getattr(self, f.name)) for f in _CHANGE_FIELDS)
+        spec = {k: v for k, v in values if v not in (None, False, [], {})}
         if self.from_ is not None:
             spec["from"] = spec.pop("from_")
         if self.untrack is not None:
             spec["untrack"] = str(self.untrack)  # never a Lua number: ids may exceed 2^53
         return json.dumps(spec, ensure_ascii=False)
+
+
+_CHANGE_FIELDS = dataclass_fields(Change)
 
 
 @dataclass(frozen=True)
@@ -180,14 +186,19 @@ class AccountFlip:
     queued: list[str]
 
 
+# A job an audit result finishes moves out of one of the first two into one of the others.
+_FINISHED_BY_OBSERVE = ("pending_audit", "unconfirmed", "approved", "rejected", "deleted")
+# A key declared to a script: a name, or a name already encoded (see Store._shared).
+KeyName = str | bytes
 # A script's reply asking for keys to be declared: ['__want', name, ...] (lib.lua's wanting).
 _WANT = "__want"
 # Runs of one script asking for keys before it gives up: each run asks for all it can name
 # then, so two or three suffice unless the records change under it each time.
 _ROUNDS = 8
 # Accounts of jobs this process has seen, kept to declare their keys at once (a job's account
-# never changes); past this size the map starts again.
+# never changes); past this size the map starts again. The same for accounts' encoded keys.
 _KNOWN_JOBS = 100_000
+_KNOWN_ACCOUNTS = 20_000
 
 
 class KeysWanted(RuntimeError):
@@ -243,16 +254,22 @@ class Store:
 
         k = self.keys
         # Keys every job script may touch: the cross-account indexes and the global bucket.
-        self._shared = [
-            k.gates(),
-            k.outbox(),
-            k.inflight(),
-            k.probes(),
-            k.events(),
-            k.due(),
-            k.bucket("*"),
-            *(k.jobs_by_state(state) for state in JOB_STATES),
-        ]
+        # Declared keys go out as bytes, encoded once: each script call declares a few dozen,
+        # and redis-py would encode each str again on every call.
+        self._shared = _encoded(
+            [
+                k.gates(),
+                k.outbox(),
+                k.inflight(),
+                k.probes(),
+                k.events(),
+                k.due(),
+                k.bucket("*"),
+            ]
+        )
+        # The state indexes, each declared where a script may move a job into or out of it.
+        self._state_keys = {state: k.jobs_by_state(state).encode() for state in JOB_STATES}
+        self._account_keys: dict[str, list[bytes]] = {}
         self._accounts: dict[str, str] = {}
         self._layout_checked = False
 
@@ -291,7 +308,7 @@ class Store:
         s = self.settings
         return [s.prefix, s.events_maxlen, int(s.outbox_grace_seconds * 1000), *args]
 
-    def _run(self, name: str, *args: object, keys: Sequence[str] = ()) -> Any:
+    def _run(self, name: str, *args: object, keys: Sequence[KeyName] = ()) -> Any:
         """Run a script with the common arguments (prefix, events MAXLEN, outbox grace) first
         and ``keys`` declared, again with the keys it asks for while it asks."""
         if not self._layout_checked:
@@ -299,39 +316,47 @@ class Store:
         argv = self._argv(args)
         return self._rerun(name, argv, list(keys), self._scripts[name](keys=keys, args=argv))
 
-    def _queue(self, pipe: Any, name: str, *args: object, keys: Sequence[str] = ()) -> None:
+    def _queue(self, pipe: Any, name: str, *args: object, keys: Sequence[KeyName] = ()) -> None:
         """Queue a script run on a pipeline; ``_rerun`` its reply after ``execute``."""
         if not self._layout_checked:
             self.check_layout()
         self._scripts[name](keys=keys, args=self._argv(args), client=pipe)
 
-    def _rerun(self, name: str, argv: list[Any], keys: list[str], reply: Any) -> Any:
+    def _rerun(self, name: str, argv: list[Any], keys: list[KeyName], reply: Any) -> Any:
         for _ in range(_ROUNDS):
             if not (isinstance(reply, list) and reply and text(reply[0]) == _WANT):
                 return reply
-            keys = keys + texts(reply[1:])
+            keys = [*keys, *texts(reply[1:])]
             reply = self._scripts[name](keys=keys, args=argv)
         raise KeysWanted(f"lua/{name}.lua still asked for keys after {_ROUNDS} runs")
 
-    def script(self, name: str, keys: Sequence[str] = ()) -> Callable[..., Any]:
+    def script(self, name: str, keys: Sequence[KeyName] = ()) -> Callable[..., Any]:
         """One registered script, called with its own arguments (the common ones go first) and
         ``keys`` declared: for the typed wrappers of a domain module, such as the webhooks'."""
         return lambda *args: self._run(name, *args, keys=keys)
 
-    def account_keys(self, account: str) -> list[str]:
-        """Every per-account key a script may touch (lib.lua's want_account)."""
-        k = self.keys
-        return [
-            k.account(account),
-            k.gate(account),
-            k.parked(account),
-            k.waiting(account),
-            k.unconfirmed(account),
-            k.idem(account),
-            k.idem_expiry(account),
-            k.bucket(account),
-            k.jobs_by_account(account),
-        ]
+    def account_keys(self, account: str) -> list[bytes]:
+        """Every per-account key a script may touch (lib.lua's want_account), encoded."""
+        found = self._account_keys.get(account)
+        if found is None:
+            k = self.keys
+            found = _encoded(
+                [
+                    k.account(account),
+                    k.gate(account),
+                    k.parked(account),
+                    k.waiting(account),
+                    k.unconfirmed(account),
+                    k.idem(account),
+                    k.idem_expiry(account),
+                    k.bucket(account),
+                    k.jobs_by_account(account),
+                ]
+            )
+            if len(self._account_keys) >= _KNOWN_ACCOUNTS:
+                self._account_keys.clear()
+            self._account_keys[account] = found
+        return found
 
     def known(self, job_id: str, account: str) -> None:
         """Note a job's account: its scripts then declare the account's keys in one run."""
@@ -343,10 +368,15 @@ class Store:
         """The account of a job this process has seen, if it has."""
         return self._accounts.get(job_id)
 
-    def _job_keys(self, job_id: str, account: str | None = None) -> list[str]:
+    def _job_keys(
+        self, job_id: str, account: str | None = None, states: Sequence[str] = ("queued", "parked")
+    ) -> list[KeyName]:
+        """A job script's keys: the job's, the shared ones, the account's when known, and the
+        indexes of ``states`` (by default those a claimed or submitted job may enter)."""
         account = account or self._accounts.get(job_id)
         own = self.account_keys(account) if account else []
-        return [self.keys.job(job_id), *self._shared, *own]
+        indexes = [self._state_keys[state] for state in states]
+        return [self.keys.job(job_id), *self._shared, *own, *indexes]
 
     def start(
         self, job_id: str, lease_ms: int, limits: RateLimits, account: str | None = None
@@ -405,7 +435,8 @@ class Store:
 
     def apply(self, change: Change) -> Applied:
         """Apply a change to a job atomically."""
-        keys = self._job_keys(change.id)
+        states = [*(change.from_ or ()), change.to] if change.to else []
+        keys = self._job_keys(change.id, states=states)
         account = self._accounts.get(change.id)
         if account and change.track:
             keys.append(self.keys.signature(account, change.track["sign_id"]))
@@ -430,7 +461,7 @@ class Store:
         pipe = self.redis.pipeline(transaction=False)
         declared = []
         for account, holder in zip(accounts, holders, strict=True):
-            keys = [*self._shared, *self.account_keys(account)]
+            keys: list[KeyName] = [*self._shared, *self.account_keys(account)]
             if holder:
                 keys.append(self.keys.job(holder))
             declared.append(keys)
@@ -464,12 +495,13 @@ class Store:
         (``lua/observe.lua``)."""
         account = spec["account"]
         sig = self.keys.signature(account, spec["sign_id"])
-        keys = [sig, *self._shared, *self.account_keys(account)]
+        keys: list[KeyName] = [sig, *self._shared, *self.account_keys(account)]
         if spec.get("status") in (None, 1, 2, "1", "2"):
             # A final status finishes the job the record names: declared at once.
             job = text(self.redis.hget(sig, "job_id"))
             if job:
                 keys.append(self.keys.job(job))
+                keys += [self._state_keys[state] for state in _FINISHED_BY_OBSERVE]
         reply = self._run("observe", json.dumps(spec, ensure_ascii=False), keys=keys)
         what, next_job = texts(reply)
         if next_job:
@@ -478,12 +510,13 @@ class Store:
 
     def retry(self, job_id: str) -> Retried:
         """Put a failed or cancelled job back through its account's gate (``lua/retry.lua``)."""
-        state, before = texts(self._run("retry", job_id, keys=self._job_keys(job_id)))
+        keys = self._job_keys(job_id, states=("failed", "cancelled", "queued", "parked"))
+        state, before = texts(self._run("retry", job_id, keys=keys))
         return Retried(state, before)
 
     def set_account(self, name: str, action: str, event: str, reason: str = "") -> AccountFlip:
         """Pause or resume an account (``lua/account.lua``), publishing ``event``."""
-        keys = [*self._shared, *self.account_keys(name)]
+        keys = [*self._shared, *self.account_keys(name), *self._state_keys.values()]
         status, queued = texts(self._run("account", name, action, event, reason, keys=keys))
         return AccountFlip(status, list(json.loads(queued or "null") or []))
 
@@ -519,6 +552,10 @@ local function key(name)
   return name
 end
 """
+
+
+def _encoded(names: list[str]) -> list[bytes]:
+    return [name.encode() for name in names]
 
 
 def _limits(limits: RateLimits) -> tuple[float, int, float, int]:

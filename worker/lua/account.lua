@@ -16,6 +16,13 @@ local ids = redis.call('SMEMBERS', K.waiting(name))
 for _, id in ipairs(ids) do want(N.job(id)) end
 local wanted = wanting()
 if wanted then return wanted end
+want_state('queued')
+for _, id in ipairs(ids) do
+  local state = redis.call('HGET', K.job(id), 'state')
+  if state then want_state(state) end
+end
+wanted = wanting()
+if wanted then return wanted end
 redis.call('HSET', acc, 'status', 'active')
 redis.call('HDEL', acc, 'paused_reason', 'paused_at')
 redis.call('DEL', K.waiting(name))

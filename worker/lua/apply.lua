@@ -9,8 +9,12 @@ local jk = K.job(id)
 local current = redis.call('HMGET', jk, 'state', 'account')
 local state, account = current[1], current[2]
 if not state then return {0, '', ''} end
--- The plan: the account's keys and the signatures tracked or untracked, by name.
+-- The plan: the account's keys, the state indexes, the signatures tracked or untracked.
 want_account(account)
+if s.to and s.to ~= state then
+  want_state(state)
+  want_state(s.to)
+end
 if s.track then want(N.signature(account, s.track.sign_id)) end
 if s.untrack then want(N.signature(account, s.untrack)) end
 local wanted = wanting()

@@ -101,6 +101,12 @@ local function want_account(account)
   want(N.jobs_by_account(account))
 end
 
+-- The index of a state a script moves a job into or out of ('submitting' has none of its own:
+-- a running job's lease is its index).
+local function want_state(state)
+  if state ~= 'submitting' then want(N.jobs_by_state(state)) end
+end
+
 -- Hand the account's gate to the first job in its FIFO; it enters the outbox and the caller
 -- sends its message. The job's own record is not touched here (its key is one only the FIFO
 -- names, so a script could not declare it): it stays 'parked' until its run starts, which

@@ -16,6 +16,15 @@ local final = s.status == nil or s.status == cjson.null or tostring(s.status) ==
 if final and rec.job_id and rec.job_id ~= '' then want(N.job(rec.job_id)) end
 local wanted = wanting()
 if wanted then return wanted end
+if final and rec.job_id and rec.job_id ~= '' then
+  local jstate = redis.call('HGET', K.job(rec.job_id), 'state')
+  if jstate == 'pending_audit' or jstate == 'unconfirmed' then
+    want_state(jstate)
+    for _, to in ipairs({'approved', 'rejected', 'deleted'}) do want_state(to) end
+  end
+end
+wanted = wanting()
+if wanted then return wanted end
 local nxt = ''
 local reason = s.reason
 if reason == cjson.null then reason = nil end

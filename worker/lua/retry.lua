@@ -6,6 +6,9 @@ local state = redis.call('HGET', jk, 'state')
 if state ~= 'failed' and state ~= 'cancelled' then return {'refused', state or ''} end
 local account = redis.call('HGET', jk, 'account')
 want_account(account)
+want_state(state)
+want_state('queued')
+want_state('parked')
 local wanted = wanting()
 if wanted then return wanted end
 redis.call('PERSIST', jk)

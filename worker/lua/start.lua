@@ -7,11 +7,17 @@ local jk = K.job(id)
 local job = hgetall(jk)
 local state = job.state
 if not state then return {'missing'} end
+local settled = TERMINAL[state] or state == 'pending_audit' or state == 'unconfirmed'
+    or job.finished_at
 want_account(job.account)
+if not settled then
+  want_state(state)
+  want_state('parked')
+end
 local wanted = wanting()
 if wanted then return wanted end
 local gate = K.gate(job.account)
-if TERMINAL[state] or state == 'pending_audit' or state == 'unconfirmed' or job.finished_at then
+if settled then
   -- A settled job never needs a message: whatever sent this one leaves no outbox entry behind.
   redis.call('ZREM', K.outbox(), id)
   -- A job settled after the gate was handed to it (cancelled at the head of the FIFO) hands

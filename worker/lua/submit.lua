@@ -3,6 +3,10 @@
 -- also gets job.parked, made from the accepted event.
 local job = cjson.decode(ARGV[4])
 local account = job.account
+want_state('queued')
+want_state('parked')
+local wanted = wanting()
+if wanted then return wanted end
 if redis.call('EXISTS', K.account(account)) == 0 then return {'no_account', ''} end
 local idem, expiry = K.idem(account), K.idem_expiry(account)
 if job.key ~= '' then
