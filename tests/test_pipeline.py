@@ -242,7 +242,10 @@ def test_an_unconfirmed_create_never_holds_its_account(system: System) -> None:
     assert store.redis.hget(store.keys.account(account), "probing") is None
     record = system.runtime.jobs.require(waiting)
     assert (record.waiting_for, record.error, record.attempts) == (None, None, 2)
-    assert store.redis.hmget(store.keys.job(waiting), "uncertain", "run_at") == [None, None]
+    # A cleared uncertain flag is written empty (readers take empty as absent); run_at is gone.
+    uncertain, run_at = store.redis.hmget(store.keys.job(waiting), "uncertain", "run_at")
+    assert not uncertain
+    assert run_at is None
     assert store.redis.lrange(store.keys.parked(account), 0, -1) == []
 
 
