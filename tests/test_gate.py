@@ -149,3 +149,26 @@ def test_a_running_job_is_listed_by_its_lease(system: System) -> None:
     assert store.redis.zscore(store.keys.inflight(), job_id) is None
     assert system.runtime.jobs.find(state="submitting") == []
     assert [r.id for r in system.runtime.jobs.find(state="queued")] == [job_id]
+
+
+def test_a_job_settled_while_holding_a_handed_gate_passes_it_on_at_its_start(
+    system: System,
+) -> None:
+    """A gate handed to a job whose record was settled meanwhile without a release (a crash
+    between two steps, an operator's hand) moves on when that job's message is handled: its
+    start hands the gate to the next in the FIFO and sends its message, instead of leaving the
+    account waiting for the reaper."""
+    account = system.tenant()
+    first, second = (system.runtime.jobs.create(account, f"签名{n}").job_id for n in range(2))
+    store = system.runtime.store
+    settled = store.apply(
+        Change(id=first, from_=["queued"], to="cancelled", terminal=60_000, release=False)
+    )
+    assert settled.applied
+    assert gate(system, account) == first
+    system.sent.clear()
+    assert system.runtime.pipeline.run(first) == "settled"
+    assert gate(system, account) == second
+    assert system.sent == [second]
+    assert system.drain() == ["pending_audit"]
+    assert system.state(second) == "pending_audit"

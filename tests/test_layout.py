@@ -13,6 +13,7 @@ import redis
 from tests.conftest import delete_prefix
 from worker import cli, layout
 from worker.cli import common
+from worker.errors import LayoutError
 from worker.keys import LAYOUT
 from worker.settings import Settings
 from worker.store import Store
@@ -48,16 +49,16 @@ def write_layout_1(store: Store) -> None:
 
 
 def test_a_new_deployment_is_marked_with_this_layout(store: Store) -> None:
-    assert layout.version(store) is None
-    layout.check(store)
-    assert layout.version(store) == LAYOUT
+    assert store.layout_version() is None
+    store.check_layout()
+    assert store.layout_version() == LAYOUT
     assert store.redis.get(store.keys.layout()) == str(LAYOUT)
 
 
 def test_an_older_layout_is_refused_until_migrated(store: Store) -> None:
     write_layout_1(store)
-    with pytest.raises(layout.LayoutError, match=r"key layout 1; .*run signq migrate"):
-        layout.check(store)
+    with pytest.raises(LayoutError, match=r"key layout 1; .*run signq migrate"):
+        store.check_layout()
     assert store.redis.get(store.keys.layout()) is None  # refused: nothing marked
 
 
@@ -65,7 +66,7 @@ def test_a_process_that_started_before_redis_checks_at_its_first_script(store: S
     """A worker that started while Redis was away (so its start-up check could not run) checks
     before its first script writes anything: old data is refused, not written over."""
     write_layout_1(store)
-    with pytest.raises(layout.LayoutError, match="run signq migrate"):
+    with pytest.raises(LayoutError, match="run signq migrate"):
         store.lead("node-1", 1000)
     assert store.redis.get(store.keys.leader()) is None
     layout.migrate(store)
@@ -88,7 +89,7 @@ def test_the_migration_moves_every_kind_of_key(store: Store) -> None:
         "wh_fifo": 1,
     }
     assert done.idempotency_keys == 2
-    layout.check(store)  # now accepted
+    store.check_layout()  # now accepted
     assert r.hget(k.account("acme"), "status") == "active"
     assert r.get(k.gate("acme")) == "j1"
     assert r.lrange(k.parked("acme"), 0, -1) == ["j2"]
@@ -130,9 +131,9 @@ def test_a_migrated_idempotency_key_still_finds_its_job(store: Store) -> None:
 
 def test_a_newer_layout_is_refused(store: Store) -> None:
     store.redis.set(store.keys.layout(), LAYOUT + 1)
-    with pytest.raises(layout.LayoutError, match="newer than this signq's"):
-        layout.check(store)
-    with pytest.raises(layout.LayoutError):
+    with pytest.raises(LayoutError, match="newer than this signq's"):
+        store.check_layout()
+    with pytest.raises(LayoutError):
         layout.migrate(store)
 
 
@@ -165,6 +166,6 @@ def test_a_redis_that_does_not_answer_is_left_to_the_command() -> None:
     rt = common.runtime(settings)
     try:
         with pytest.raises(redis.ConnectionError):
-            layout.check(rt.store)
+            rt.store.check_layout()
     finally:
         rt.close()

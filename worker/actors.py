@@ -17,7 +17,7 @@ import redis
 import structlog
 from dramatiq import Actor, Broker, Middleware
 
-from worker import layout, logs, metrics
+from worker import logs, metrics
 from worker.attempt import RetryLater
 from worker.broker import (
     CLEANUP,
@@ -30,7 +30,7 @@ from worker.broker import (
     track_queue,
     webhook_queue,
 )
-from worker.errors import USAGE
+from worker.errors import USAGE, LayoutError
 from worker.runtime import Runtime
 from worker.settings import Settings
 
@@ -73,8 +73,8 @@ class Boot(Middleware):
         signq does not know stops the process before it takes a message (`signq migrate`)."""
         rt = runtime()
         try:
-            layout.check(rt.store)
-        except layout.LayoutError as exc:
+            rt.store.check_layout()
+        except LayoutError as exc:
             log.error("key_layout_refused", error=str(exc))
             os._exit(USAGE)
         except _REDIS_DOWN:

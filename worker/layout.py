@@ -15,11 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from worker.errors import LayoutError
 from worker.keys import LAYOUT
 from worker.store import Store, text, texts
-
-__all__ = ["LayoutError", "Migrated", "check", "migrate", "version"]
 
 # Per-account keys of layout 1 that are renamed as they are: name -> the Keys method.
 _RENAMED = (
@@ -45,19 +42,9 @@ class Migrated:
         self.renamed[kind] = self.renamed.get(kind, 0) + 1
 
 
-def version(store: Store) -> int | None:
-    """The layout the data is in (``Store.layout_version``)."""
-    return store.layout_version()
-
-
-def check(store: Store) -> None:
-    """Refuse a layout this code does not know (``Store.check_layout``)."""
-    store.check_layout()
-
-
 def migrate(store: Store) -> Migrated:
     """Move layout-1 data into this layout and record the version."""
-    before = version(store)
+    before = store.layout_version()
     done = Migrated(before or LAYOUT)
     if before is not None and before > LAYOUT:
         store.check_layout()  # raises: newer than this code

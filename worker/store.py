@@ -281,7 +281,9 @@ class Store:
             return int(text(stored))
         p = self.settings.prefix
         sample = texts(self.redis.srandmember(self.keys.accounts(), 20))
-        return 1 if any(self.redis.exists(f"{p}:account:{name}") for name in sample) else None
+        # Layout 1 named an account's hash without its hash tag.
+        old = [f"{p}:account:{name}" for name in sample]
+        return 1 if old and self.redis.exists(*old) else None
 
     def check_layout(self) -> None:
         """Refuse data in a layout this code does not know; mark a new deployment's Redis as

@@ -7,8 +7,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from worker import layout
-from worker.errors import SignqError
+from worker.errors import LayoutError, SignqError
 from worker.runtime import Runtime
 from worker.settings import Settings
 
@@ -27,10 +26,10 @@ def runtime(settings: Settings) -> Runtime:
 
     rt = Runtime.build(settings)
     try:
-        layout.check(rt.store)
+        rt.store.check_layout()
     except (RedisDown, RedisSlow):
         pass
-    except layout.LayoutError:
+    except LayoutError:
         rt.close()
         raise
     return rt

@@ -58,7 +58,7 @@ def migrate(args: argparse.Namespace, settings: Settings) -> int:
 
     store = Store(settings)
     try:
-        before = layout.version(store)
+        before = store.layout_version()
         if args.check:
             print(f"key layout {before or 'none (no data yet)'}; this signq uses {LAYOUT}")
             return 0 if before in (None, LAYOUT) else 1

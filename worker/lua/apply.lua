@@ -1,8 +1,9 @@
 -- Apply one state change to a job atomically, compare-and-set on its state, with everything
 -- that goes with it: gate release and hand-off, account pause/block, tracking, the outbox,
 -- events. ARGV[4]: JSON spec (see worker/store.py, Change). Returns {applied, previous state,
--- next job}, or the keys it wants declared. The job's fields are written in one HSET and one HDEL: each Redis command counts
--- on the hot path (a submission's outcome is one run of this script).
+-- next job}, or the keys it wants declared. The job's fields are written in one HSET (and one
+-- HDEL when a field must go): each Redis command counts on the hot path (a submission's outcome
+-- is one run of this script).
 local s = cjson.decode(ARGV[4])
 local id = s.id
 local jk = K.job(id)
@@ -29,13 +30,12 @@ end
 local EMPTY_IS_ABSENT = {error = true, uncertain = true, waiting_for = true}
 local sets, dels = {}, {}
 for k, v in pairs(s.set or {}) do
-  if (v == cjson.null or v == '') and EMPTY_IS_ABSENT[k] then
-    sets[#sets + 1] = k
-    sets[#sets + 1] = ''
-  elseif v == cjson.null or v == '' then dels[#dels + 1] = k
+  local empty = v == cjson.null or v == ''
+  if empty and not EMPTY_IS_ABSENT[k] then
+    dels[#dels + 1] = k
   else
     sets[#sets + 1] = k
-    sets[#sets + 1] = tostring(v)
+    sets[#sets + 1] = empty and '' or tostring(v)
   end
 end
 if s.retry_in then

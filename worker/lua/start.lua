@@ -63,8 +63,12 @@ end
 
 redis.call('ZADD', K.inflight(), NOW + tonumber(ARGV[5]), id)
 if job.run_at then redis.call('HDEL', jk, 'run_at') end
-if job.waiting_for == 'gate' then redis.call('HDEL', jk, 'waiting_for') end
-local attempts = (tonumber(job.attempts) or 0) + 1
-set_state(id, state, 'submitting', {'attempts', attempts, 'attempt_at', NOW})
+local fields = {'attempts', (tonumber(job.attempts) or 0) + 1, 'attempt_at', NOW}
+-- A job the gate was handed to stops waiting for it (empty reads as absent; see apply.lua).
+if job.waiting_for == 'gate' then
+  fields[5] = 'waiting_for'
+  fields[6] = ''
+end
+set_state(id, state, 'submitting', fields)
 return {'run', state, account.app_key, account.secret or '', cjson.encode(job), tostring(NOW),
         account.probing or ''}
